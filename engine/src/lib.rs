@@ -1,0 +1,2 @@
+pub fn _p(){}
+pub mod snapshot;

@@ -1,0 +1,138 @@
+//! Sequential, buffered reading of the frames of one segment file.
+
+use std::sync::Arc;
+
+use crate::frame::{decode_frame, decode_header, FrameDefect, FrameHeader, FRAME_HEADER_SIZE};
+use crate::fs::VFile;
+
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// What the cursor found at its current offset.
+pub enum CursorItem<'a> {
+    /// A whole, CRC-valid frame.
+    Frame {
+        /// Offset of the frame in the segment.
+        offset: u64,
+        /// Its header.
+        header: FrameHeader,
+        /// Its payload (borrowed from the cursor's buffer).
+        payload: &'a [u8],
+    },
+    /// A damaged or incomplete frame at `offset`.
+    Defect {
+        /// Offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        defect: FrameDefect,
+    },
+    /// The end offset was reached exactly.
+    End,
+}
+
+/// Reads frames from `offset` up to `end` (exclusive) of a segment file.
+pub struct FrameCursor {
+    file: Arc<dyn VFile>,
+    offset: u64,
+    end: u64,
+    buf: Vec<u8>,
+    buf_offset: u64,
+}
+
+impl FrameCursor {
+    /// A cursor over `file` between `offset` and `end`.
+    pub fn new(file: Arc<dyn VFile>, offset: u64, end: u64) -> Self {
+        FrameCursor {
+            file,
+            offset,
+            end,
+            buf: Vec::new(),
+            buf_offset: offset,
+        }
+    }
+
+    /// The offset of the next frame.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Moves the end (a live segment grows).
+    pub fn set_end(&mut self, end: u64) {
+        self.end = end;
+    }
+
+    /// Makes sure `[offset, offset+len)` is in the buffer, as far as the file allows.
+    fn fill(&mut self, len: usize) -> std::io::Result<()> {
+        let have_start = self.buf_offset;
+        let have_end = self.buf_offset + self.buf.len() as u64;
+        let want_end = (self.offset + len as u64).min(self.end);
+        if self.offset >= have_start && want_end <= have_end {
+            return Ok(());
+        }
+        // Drop what was consumed, keep the rest, read more.
+        let keep_from = (self.offset.saturating_sub(have_start) as usize).min(self.buf.len());
+        if self.offset >= have_start && self.offset <= have_end {
+            self.buf.drain(..keep_from);
+        } else {
+            self.buf.clear();
+        }
+        self.buf_offset = self.offset;
+        let target = (len.max(READ_CHUNK_BYTES) as u64).min(self.end - self.offset) as usize;
+        while self.buf.len() < target {
+            let old = self.buf.len();
+            self.buf.resize(target, 0);
+            let n = self
+                .file
+                .read_at(&mut self.buf[old..], self.buf_offset + old as u64)?;
+            self.buf.truncate(old + n);
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn window(&self) -> &[u8] {
+        let start = (self.offset - self.buf_offset) as usize;
+        self.buf.get(start..).unwrap_or(&[])
+    }
+
+    /// Reads the next item. On `Frame` the cursor moves past it; on `Defect` and `End` it stays.
+    pub fn next_item(&mut self) -> std::io::Result<CursorItem<'_>> {
+        if self.offset >= self.end {
+            return Ok(CursorItem::End);
+        }
+        self.fill(FRAME_HEADER_SIZE)?;
+        let header = match decode_header(self.window()) {
+            Ok(h) => h,
+            Err(defect) => {
+                return Ok(CursorItem::Defect {
+                    offset: self.offset,
+                    defect,
+                })
+            }
+        };
+        let frame_len = header.frame_len();
+        if self.offset + frame_len > self.end {
+            return Ok(CursorItem::Defect {
+                offset: self.offset,
+                defect: FrameDefect::ShortPayload,
+            });
+        }
+        self.fill(frame_len as usize)?;
+        let offset = self.offset;
+        let start = (self.offset - self.buf_offset) as usize;
+        match decode_frame(self.buf.get(start..).unwrap_or(&[])) {
+            Ok((header, _)) => {
+                self.offset += frame_len;
+                let payload_start = start + FRAME_HEADER_SIZE;
+                let payload = &self.buf[payload_start..payload_start + header.payload_len as usize];
+                Ok(CursorItem::Frame {
+                    offset,
+                    header,
+                    payload,
+                })
+            }
+            Err(defect) => Ok(CursorItem::Defect { offset, defect }),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The append-only segmented log of Orchestrix.
+//!
+//! The log is the source of truth: a directory of segment files, each a header followed by
+//! CRC-checked frames, one frame per append. A single [`LogWriter`] appends and commits in
+//! groups; any number of [`LogReader`]s read committed frames concurrently. [`open`] recovers
+//! the log, truncating a torn tail and refusing (with segment and offset) anything else.
+#![deny(clippy::unwrap_used)]
+
+pub mod cursor;
+pub mod error;
+pub mod frame;
+pub mod fs;
+mod log;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+
+pub use crate::error::{LogError, Result};
+pub use crate::frame::FrameHeader;
+pub use crate::log::{
+    open, Checkpoint, FrameLocation, FrameVisitor, LogConfig, LogReader, LogScanner, LogWriter,
+    RecoveryReport, SegmentInfo,
+};
+pub use crate::record::{EventRecord, FramePayload, StreamBatch};

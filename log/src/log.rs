@@ -1,0 +1,753 @@
+//! The log: opening with recovery, the single writer, and concurrent readers.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::cursor::{CursorItem, FrameCursor};
+use crate::error::{LogError, Result};
+use crate::frame::{self, decode_frame, FrameHeader, FRAME_HEADER_SIZE, FRAME_MAGIC};
+use crate::fs::{VFile, Vfs};
+use crate::recovery::{decide, DefectFacts, Verdict};
+use crate::segment::{self, SEGMENT_HEADER_SIZE, SEGMENT_SIZE_DEFAULT, SEGMENT_SIZE_MIN};
+
+/// Configuration of the log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A segment rolls before a frame would take it past this size (a single larger frame
+    /// gets a segment of its own).
+    pub segment_size_bytes_max: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_size_bytes_max: SEGMENT_SIZE_DEFAULT,
+        }
+    }
+}
+
+/// Where a frame lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameLocation {
+    /// First position of the segment (its name).
+    pub segment: u64,
+    /// Byte offset of the frame in the segment.
+    pub offset: u64,
+    /// Length of the whole frame in bytes.
+    pub len: u64,
+}
+
+/// A point in the log up to which a consumer (the index) has applied every frame.
+/// Everything before it was durable when the checkpoint was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Segment holding the next frame.
+    pub segment: u64,
+    /// Offset of the next frame in that segment.
+    pub offset: u64,
+    /// Position of the next frame's first event.
+    pub next_position: u64,
+}
+
+/// What recovery did.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Frames replayed after the checkpoint.
+    pub frames_replayed: u64,
+    /// Events in those frames.
+    pub events_replayed: u64,
+    /// A torn tail that was cut: segment name, offset, bytes dropped.
+    pub truncated: Option<(String, u64, u64)>,
+    /// Position the next append gets.
+    pub next_position: u64,
+    /// Number of segments.
+    pub segments: usize,
+}
+
+struct SegmentHandle {
+    first_position: u64,
+    name: String,
+    file: Arc<dyn VFile>,
+    /// Bytes readers may read: the committed end for the active segment, the final size of a
+    /// sealed one.
+    end: AtomicU64,
+}
+
+struct Shared {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    segments: RwLock<Vec<Arc<SegmentHandle>>>,
+    /// Position after the last committed (readable) event.
+    committed_position: AtomicU64,
+}
+
+impl Shared {
+    fn segments(&self) -> Vec<Arc<SegmentHandle>> {
+        match self.segments.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn segment(&self, first_position: u64) -> Option<Arc<SegmentHandle>> {
+        let segs = match self.segments.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        segs.binary_search_by_key(&first_position, |s| s.first_position)
+            .ok()
+            .map(|i| segs[i].clone())
+    }
+}
+
+/// Read access to the log; cheap to clone and share between threads.
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+/// The single writer of the log.
+pub struct LogWriter {
+    shared: Arc<Shared>,
+    config: LogConfig,
+    active: Arc<SegmentHandle>,
+    /// Bytes of the active segment already written to the file.
+    written: u64,
+    /// Frames appended but not yet written.
+    buf: Vec<u8>,
+    next_position: u64,
+    /// Position up to which the log is known durable.
+    durable_position: u64,
+    poisoned: bool,
+}
+
+fn corrupted(segment: &str, offset: u64, reason: impl Into<String>) -> LogError {
+    LogError::Corrupted {
+        segment: segment.to_string(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Called by [`open`] for every frame replayed after the checkpoint.
+pub type FrameVisitor<'a> = dyn FnMut(FrameLocation, &FrameHeader, &[u8]) -> Result<()> + 'a;
+
+/// Opens (or creates) the log in `dir`, recovering from the last checkpoint.
+///
+/// Every frame after `checkpoint` is passed to `on_frame` in order, so that the caller can
+/// bring derived state (stream heads, the index) up to date. A torn tail is truncated;
+/// any other damage is an error naming the segment and offset.
+pub fn open(
+    vfs: Arc<dyn Vfs>,
+    dir: &Path,
+    config: LogConfig,
+    checkpoint: Option<Checkpoint>,
+    on_frame: &mut FrameVisitor<'_>,
+) -> Result<(LogReader, LogWriter, RecoveryReport)> {
+    if config.segment_size_bytes_max < SEGMENT_SIZE_MIN {
+        return Err(LogError::TooLarge {
+            size: SEGMENT_SIZE_MIN,
+            max: config.segment_size_bytes_max,
+        });
+    }
+    vfs.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+    let shared = Arc::new(Shared {
+        vfs: vfs.clone(),
+        dir: dir.to_path_buf(),
+        segments: RwLock::new(Vec::new()),
+        committed_position: AtomicU64::new(0),
+    });
+    let mut report = RecoveryReport::default();
+    let firsts = segment::list(vfs.as_ref(), dir)?;
+    if firsts.is_empty() {
+        if let Some(cp) = checkpoint {
+            if cp.next_position != 0 {
+                return Err(LogError::CheckpointMismatch(
+                    "the checkpoint refers to a log that has no segments".into(),
+                ));
+            }
+        }
+        let handle = create_segment(&shared, 0)?;
+        publish_segment(&shared, handle.clone());
+        let writer = LogWriter::new(
+            shared.clone(),
+            config,
+            handle,
+            SEGMENT_HEADER_SIZE as u64,
+            0,
+        );
+        report.segments = 1;
+        return Ok((LogReader { shared }, writer, report));
+    }
+
+    // Open every segment and check its header against its name.
+    let last_index = firsts.len() - 1;
+    let mut handles = Vec::with_capacity(firsts.len());
+    let mut torn_last_header = false;
+    for (i, &first) in firsts.iter().enumerate() {
+        let name = segment::file_name(first);
+        let path = dir.join(&name);
+        let file = vfs.open(&path).map_err(|e| LogError::io(&path, e))?;
+        let len = file.len().map_err(|e| LogError::io(&path, e))?;
+        let mut h = [0u8; SEGMENT_HEADER_SIZE];
+        let header = if len >= SEGMENT_HEADER_SIZE as u64 {
+            file.read_exact_at(&mut h, 0)
+                .map_err(|e| LogError::io(&path, e))?;
+            segment::decode_header(&h)
+        } else {
+            Err("incomplete segment header")
+        };
+        match header {
+            Ok(p) if p == first => {}
+            Ok(_) => {
+                return Err(corrupted(
+                    &name,
+                    0,
+                    "segment header disagrees with its name",
+                ))
+            }
+            Err(reason) if i < last_index => return Err(corrupted(&name, 0, reason)),
+            Err(reason) => {
+                // A crash while rolling can leave the newest segment with a torn header, but
+                // only if nothing valid was ever written after it.
+                if len > SEGMENT_HEADER_SIZE as u64
+                    && find_later_frame(&file, SEGMENT_HEADER_SIZE as u64 - 1, len, first)?
+                        .is_some()
+                {
+                    return Err(corrupted(&name, 0, reason));
+                }
+                torn_last_header = true;
+            }
+        }
+        handles.push(Arc::new(SegmentHandle {
+            first_position: first,
+            name,
+            file,
+            end: AtomicU64::new(len),
+        }));
+    }
+
+    // Where to start scanning.
+    let (start_index, mut offset, mut expected) = match checkpoint {
+        Some(cp) => {
+            let Some(i) = firsts.iter().position(|&f| f == cp.segment) else {
+                return Err(LogError::CheckpointMismatch(format!(
+                    "checkpoint segment {} does not exist",
+                    segment::file_name(cp.segment)
+                )));
+            };
+            if cp.offset < SEGMENT_HEADER_SIZE as u64
+                || cp.offset > handles[i].end.load(Ordering::Relaxed)
+            {
+                return Err(LogError::CheckpointMismatch(format!(
+                    "checkpoint offset {} is outside segment {}",
+                    cp.offset, handles[i].name
+                )));
+            }
+            (i, cp.offset, cp.next_position)
+        }
+        None => (0, SEGMENT_HEADER_SIZE as u64, firsts[0]),
+    };
+    let checkpoint_mark = checkpoint.map(|cp| (cp.segment, cp.offset));
+
+    for (i, h) in handles.iter().enumerate().skip(start_index) {
+        let h = h.clone();
+        if i > start_index {
+            offset = SEGMENT_HEADER_SIZE as u64;
+        }
+        if h.first_position != expected {
+            return Err(corrupted(
+                &h.name,
+                0,
+                format!(
+                    "segment starts at position {} but the log continues at {expected}",
+                    h.first_position
+                ),
+            ));
+        }
+        let is_last = i == last_index;
+        if is_last && torn_last_header {
+            // Rewrite the header of the segment whose creation was torn.
+            let path = dir.join(&h.name);
+            h.file.set_len(0).map_err(|e| LogError::io(&path, e))?;
+            h.file
+                .write_all_at(&segment::encode_header(h.first_position), 0)
+                .map_err(|e| LogError::io(&path, e))?;
+            h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
+            report.truncated = Some((h.name.clone(), 0, 0));
+            h.end.store(SEGMENT_HEADER_SIZE as u64, Ordering::Relaxed);
+            break;
+        }
+        let len = h.end.load(Ordering::Relaxed);
+        let mut cursor = FrameCursor::new(h.file.clone(), offset, len);
+        loop {
+            let path = dir.join(&h.name);
+            match cursor.next_item().map_err(|e| LogError::io(&path, e))? {
+                CursorItem::End => break,
+                CursorItem::Frame {
+                    offset: at,
+                    header,
+                    payload,
+                } => {
+                    if header.first_position != expected {
+                        return Err(corrupted(
+                            &h.name,
+                            at,
+                            format!(
+                                "frame at position {} where {expected} was expected",
+                                header.first_position
+                            ),
+                        ));
+                    }
+                    let loc = FrameLocation {
+                        segment: h.first_position,
+                        offset: at,
+                        len: header.frame_len(),
+                    };
+                    on_frame(loc, &header, payload)?;
+                    expected = header.next_position();
+                    report.frames_replayed += 1;
+                    report.events_replayed += u64::from(header.event_count);
+                }
+                CursorItem::Defect { offset: at, defect } => {
+                    let later = find_later_frame(&h.file, at, len, expected)?;
+                    let facts = DefectFacts {
+                        in_last_segment: is_last,
+                        below_checkpoint: checkpoint_mark.is_some_and(|(s, o)| {
+                            s > h.first_position || (s == h.first_position && o > at)
+                        }),
+                        proven_durable_by_later_frame: later.is_some_and(|d| d > expected),
+                    };
+                    match decide(facts) {
+                        Verdict::Corrupted(why) => {
+                            return Err(corrupted(&h.name, at, format!("{defect}: {why}")))
+                        }
+                        Verdict::TruncateTornTail => {
+                            tracing::warn!(segment = %h.name, offset = at, dropped = len - at, %defect, "truncating torn tail");
+                            h.file.set_len(at).map_err(|e| LogError::io(&path, e))?;
+                            h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
+                            h.end.store(at, Ordering::Relaxed);
+                            report.truncated = Some((h.name.clone(), at, len - at));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let active = handles[last_index].clone();
+    let written = active.end.load(Ordering::Relaxed);
+    for h in handles {
+        publish_segment(&shared, h);
+    }
+    shared.committed_position.store(expected, Ordering::Release);
+    report.next_position = expected;
+    report.segments = firsts.len();
+    let writer = LogWriter::new(shared.clone(), config, active, written, expected);
+    Ok((LogReader { shared }, writer, report))
+}
+
+/// Looks for a CRC-valid frame after `after` in `file` (up to `end`) and returns the largest
+/// `durable_position` recorded by such frames.
+fn find_later_frame(
+    file: &Arc<dyn VFile>,
+    after: u64,
+    end: u64,
+    _expected: u64,
+) -> Result<Option<u64>> {
+    let start = after + 1;
+    if start >= end {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; (end - start) as usize];
+    file.read_exact_at(&mut bytes, start)
+        .map_err(|e| LogError::io("<segment>", e))?;
+    let magic = FRAME_MAGIC.to_le_bytes();
+    let mut best: Option<u64> = None;
+    let mut i = 0;
+    while i + FRAME_HEADER_SIZE <= bytes.len() {
+        if bytes[i..i + 4] == magic {
+            if let Ok((h, _)) = decode_frame(&bytes[i..]) {
+                best = Some(best.map_or(h.durable_position, |b| b.max(h.durable_position)));
+                i += h.frame_len() as usize;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    Ok(best)
+}
+
+fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHandle>> {
+    let name = segment::file_name(first_position);
+    let path = shared.dir.join(&name);
+    let file = shared
+        .vfs
+        .create_new(&path)
+        .map_err(|e| LogError::io(&path, e))?;
+    file.write_all_at(&segment::encode_header(first_position), 0)
+        .map_err(|e| LogError::io(&path, e))?;
+    file.sync_data().map_err(|e| LogError::io(&path, e))?;
+    shared
+        .vfs
+        .sync_dir(&shared.dir)
+        .map_err(|e| LogError::io(&shared.dir, e))?;
+    Ok(Arc::new(SegmentHandle {
+        first_position,
+        name,
+        file,
+        end: AtomicU64::new(SEGMENT_HEADER_SIZE as u64),
+    }))
+}
+
+fn publish_segment(shared: &Shared, h: Arc<SegmentHandle>) {
+    let mut segs = match shared.segments.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    segs.push(h);
+}
+
+impl LogWriter {
+    fn new(
+        shared: Arc<Shared>,
+        config: LogConfig,
+        active: Arc<SegmentHandle>,
+        written: u64,
+        next_position: u64,
+    ) -> Self {
+        LogWriter {
+            shared,
+            config,
+            active,
+            written,
+            buf: Vec::with_capacity(1 << 20),
+            next_position,
+            durable_position: next_position,
+            poisoned: false,
+        }
+    }
+
+    /// Position the next event gets.
+    pub fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
+    /// Position up to which the log is durable.
+    pub fn durable_position(&self) -> u64 {
+        self.durable_position
+    }
+
+    /// Whether an earlier failure latched the writer.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Bytes appended but not yet written.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn latch<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// Appends one frame of `event_count` events whose payload `write_payload` encodes.
+    /// The frame is buffered; [`LogWriter::commit`] writes (and syncs) it.
+    pub fn append(
+        &mut self,
+        event_count: u32,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<FrameLocation> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let start = self.buf.len();
+        frame::encode_frame_with(
+            &mut self.buf,
+            self.next_position,
+            self.durable_position,
+            event_count,
+            write_payload,
+        )?;
+        let frame_len = (self.buf.len() - start) as u64;
+        let used = self.written + start as u64;
+        if used > SEGMENT_HEADER_SIZE as u64
+            && used + frame_len > self.config.segment_size_bytes_max
+        {
+            let frame_bytes = self.buf.split_off(start);
+            let r = self.roll();
+            self.latch(r)?;
+            // The frame was encoded with the durable position of before the roll; the roll
+            // synced everything, which only makes the recorded value conservative.
+            self.buf = frame_bytes;
+        }
+        let loc = FrameLocation {
+            segment: self.active.first_position,
+            offset: self.written + (self.buf.len() as u64 - frame_len),
+            len: frame_len,
+        };
+        self.next_position += u64::from(event_count);
+        Ok(loc)
+    }
+
+    /// Writes the buffered frames to the active segment.
+    fn write_buffer(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = self.shared.dir.join(&self.active.name);
+        self.active
+            .file
+            .write_all_at(&self.buf, self.written)
+            .map_err(|e| LogError::io(&path, e))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> Result<()> {
+        let path = self.shared.dir.join(&self.active.name);
+        self.active
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io(&path, e))
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        self.write_buffer()?;
+        self.sync_active()?;
+        self.active.end.store(self.written, Ordering::Release);
+        // `next_position` has not been advanced for the frame being placed, so it is the first
+        // position of the new segment.
+        let handle = create_segment(&self.shared, self.next_position)?;
+        self.durable_position = self.next_position;
+        publish_segment(&self.shared, handle.clone());
+        self.active = handle;
+        self.written = SEGMENT_HEADER_SIZE as u64;
+        Ok(())
+    }
+
+    /// Writes the buffered frames and, if `sync`, makes them durable; then publishes them to
+    /// readers. On failure the writer is latched: every later call fails with
+    /// [`LogError::Poisoned`] until the log is reopened.
+    pub fn commit(&mut self, sync: bool) -> Result<()> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let r = self.write_buffer();
+        self.latch(r)?;
+        if sync {
+            let r = self.sync_active();
+            self.latch(r)?;
+            self.durable_position = self.next_position;
+        }
+        self.active.end.store(self.written, Ordering::Release);
+        self.shared
+            .committed_position
+            .store(self.next_position, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (for interval durability).
+    pub fn sync(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let r = self.write_buffer();
+        self.latch(r)?;
+        let r = self.sync_active();
+        self.latch(r)?;
+        self.durable_position = self.next_position;
+        Ok(())
+    }
+
+    /// A reader sharing this writer's log.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Facts about one segment, for inspection.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// File name.
+    pub name: String,
+    /// First position.
+    pub first_position: u64,
+    /// Readable size in bytes.
+    pub size_bytes: u64,
+}
+
+impl LogReader {
+    /// Position after the last committed event.
+    pub fn committed_position(&self) -> u64 {
+        self.shared.committed_position.load(Ordering::Acquire)
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared
+            .segments()
+            .iter()
+            .map(|s| SegmentInfo {
+                name: s.name.clone(),
+                first_position: s.first_position,
+                size_bytes: s.end.load(Ordering::Acquire),
+            })
+            .collect()
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Reads and checks one frame; returns its header and payload.
+    pub fn read_frame(&self, loc: FrameLocation) -> Result<(FrameHeader, Vec<u8>)> {
+        let seg = self.shared.segment(loc.segment).ok_or_else(|| {
+            corrupted(
+                &segment::file_name(loc.segment),
+                loc.offset,
+                "segment is missing",
+            )
+        })?;
+        if loc.len < FRAME_HEADER_SIZE as u64
+            || loc.offset + loc.len > seg.end.load(Ordering::Acquire)
+        {
+            return Err(corrupted(
+                &seg.name,
+                loc.offset,
+                "frame location outside the segment",
+            ));
+        }
+        let mut bytes = vec![0u8; loc.len as usize];
+        seg.file
+            .read_exact_at(&mut bytes, loc.offset)
+            .map_err(|e| LogError::io(self.shared.dir.join(&seg.name), e))?;
+        match decode_frame(&bytes) {
+            Ok((h, _)) if h.frame_len() == loc.len => {
+                bytes.drain(..FRAME_HEADER_SIZE);
+                Ok((h, bytes))
+            }
+            Ok(_) => Err(corrupted(
+                &seg.name,
+                loc.offset,
+                "frame length disagrees with the index",
+            )),
+            Err(d) => Err(corrupted(&seg.name, loc.offset, d.to_string())),
+        }
+    }
+
+    /// A scanner over the frames from `start` (a segment and an offset within it) onwards.
+    pub fn scan_from(&self, segment: u64, offset: u64) -> LogScanner {
+        LogScanner {
+            shared: self.shared.clone(),
+            segment,
+            cursor: None,
+            offset,
+        }
+    }
+
+    /// A scanner over the whole log.
+    pub fn scan(&self) -> LogScanner {
+        let first = self
+            .shared
+            .segments()
+            .first()
+            .map_or(0, |s| s.first_position);
+        self.scan_from(first, SEGMENT_HEADER_SIZE as u64)
+    }
+}
+
+/// Reads frames in log order, following segment rolls, up to the committed end. Calling
+/// [`LogScanner::next_frame`] again after it returned `None` picks up newly committed frames.
+pub struct LogScanner {
+    shared: Arc<Shared>,
+    segment: u64,
+    offset: u64,
+    cursor: Option<(Arc<SegmentHandle>, FrameCursor)>,
+}
+
+impl LogScanner {
+    /// Opens the cursor on the right segment, moving past sealed, fully read segments.
+    /// Returns false when there is nothing more to read for now.
+    fn position_cursor(&mut self) -> bool {
+        loop {
+            if self.cursor.is_none() {
+                let Some(seg) = self.shared.segment(self.segment) else {
+                    return false;
+                };
+                let end = seg.end.load(Ordering::Acquire);
+                let c = FrameCursor::new(seg.file.clone(), self.offset, end);
+                self.cursor = Some((seg, c));
+            }
+            let Some((seg, cursor)) = self.cursor.as_mut() else {
+                return false;
+            };
+            let end = seg.end.load(Ordering::Acquire);
+            cursor.set_end(end);
+            if cursor.offset() < end {
+                return true;
+            }
+            let first = seg.first_position;
+            let next = self
+                .shared
+                .segments()
+                .iter()
+                .find(|s| s.first_position > first)
+                .map(|s| s.first_position);
+            // A newer segment exists only once this one is sealed, so its end is final.
+            let Some(n) = next else { return false };
+            if seg.end.load(Ordering::Acquire) != cursor.offset() {
+                return false;
+            }
+            self.segment = n;
+            self.offset = SEGMENT_HEADER_SIZE as u64;
+            self.cursor = None;
+        }
+    }
+
+    /// The next committed frame: its location, header and payload.
+    pub fn next_frame(&mut self) -> Result<Option<(FrameLocation, FrameHeader, &[u8])>> {
+        if !self.position_cursor() {
+            return Ok(None);
+        }
+        let Some((seg, cursor)) = self.cursor.as_mut() else {
+            return Ok(None);
+        };
+        let first = seg.first_position;
+        let item = cursor
+            .next_item()
+            .map_err(|e| LogError::io(self.shared.dir.join(&seg.name), e))?;
+        match item {
+            CursorItem::Frame {
+                offset,
+                header,
+                payload,
+            } => {
+                self.offset = offset + header.frame_len();
+                Ok(Some((
+                    FrameLocation {
+                        segment: first,
+                        offset,
+                        len: header.frame_len(),
+                    },
+                    header,
+                    payload,
+                )))
+            }
+            CursorItem::Defect { offset, defect } => {
+                Err(corrupted(&seg.name, offset, defect.to_string()))
+            }
+            CursorItem::End => Ok(None),
+        }
+    }
+}
