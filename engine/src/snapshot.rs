@@ -17,19 +17,19 @@
 //! All integers are little endian. The fixed-size header comes first so every field in it has a
 //! constant offset; the variable-length parts follow in the order their lengths are declared.
 //!
-//! | offset                  | size               | field                                          |
-//! |-------------------------|--------------------|------------------------------------------------|
-//! | 0                       | 8                  | magic `89 4F 58 53 0D 0A 1A 0A` (`\x89OXS\r\n\x1a\n`) |
-//! | 8                       | 4                  | format version, u32 (= 1)                      |
-//! | 12                      | 8                  | snapshot (stream) version, u64                 |
-//! | 20                      | 4                  | stream id length `S`, u32 (<= [`STREAM_ID_LEN_MAX`]) |
-//! | 24                      | 4                  | aggregate type length `A`, u32 (<= [`AGGREGATE_TYPE_LEN_MAX`]) |
-//! | 28                      | 8                  | uncompressed state length, u64 (<= [`SNAPSHOT_STATE_SIZE_MAX`]) |
-//! | 36                      | 8                  | compressed body length `B`, u64 (<= [`SNAPSHOT_BODY_SIZE_MAX`]) |
-//! | 44                      | `S`                | stream id, UTF-8                               |
-//! | 44 + `S`                | `A`                | aggregate type, UTF-8                          |
-//! | 44 + `S` + `A`          | `B`                | state, one zstd frame (level 3)                |
-//! | 44 + `S` + `A` + `B`    | 4                  | CRC32 (crc32fast, IEEE) of every byte before it |
+//! | offset      | size | field                                                        |
+//! |-------------|------|--------------------------------------------------------------|
+//! | 0           | 8    | magic `89 4F 58 53 0D 0A 1A 0A` (`\x89OXS\r\n\x1a\n`)          |
+//! | 8           | 4    | format version, u32 (= [`SNAPSHOT_FORMAT_VERSION`])          |
+//! | 12          | 8    | snapshot version, u64 (the stream version the state reflects)|
+//! | 20          | 4    | stream id length `S`, u32, <= [`STREAM_ID_LEN_MAX`]          |
+//! | 24          | 4    | aggregate type length `A`, u32, <= [`AGGREGATE_TYPE_LEN_MAX`]|
+//! | 28          | 8    | uncompressed state length, u64, <= [`SNAPSHOT_STATE_SIZE_MAX`]|
+//! | 36          | 8    | compressed body length `B`, u64, <= [`SNAPSHOT_BODY_SIZE_MAX`]|
+//! | 44          | S    | stream id, UTF-8                                             |
+//! | 44+S        | A    | aggregate type, UTF-8                                        |
+//! | 44+S+A      | B    | state as one zstd frame (level 3)                            |
+//! | 44+S+A+B    | 4    | CRC32 (crc32fast, IEEE) of every byte before it              |
 //!
 //! The file length must equal `44 + S + A + B + 4` exactly. The PNG-style magic catches
 //! truncation to nothing, text-mode line-ending conversion (`\r\n`, `\n`) and 7-bit stripping
@@ -226,7 +226,9 @@ pub enum SnapshotDecodeError {
         max: u64,
     },
     /// The CRC32 trailer does not match the file's contents.
-    #[error("snapshot checksum mismatch: trailer says {expected:#010x}, contents hash to {actual:#010x}")]
+    #[error(
+        "snapshot checksum mismatch: trailer says {expected:#010x}, contents hash to {actual:#010x}"
+    )]
     ChecksumMismatch {
         /// The CRC stored in the file.
         expected: u32,
@@ -569,7 +571,11 @@ impl SnapshotStore {
                 // A leftover temp file is never read and is truncated by the next save of its
                 // stream, so failing to remove it is worth a warning, not a failed open.
                 if let Err(err) = vfs.remove(&path) {
-                    tracing::warn!(path = %path.display(), error = %err, "could not remove stale snapshot temp file");
+                    tracing::warn!(
+                        path = %path.display(),
+                        error = %err,
+                        "could not remove stale snapshot temp file"
+                    );
                 }
             }
         }
@@ -834,8 +840,10 @@ mod tests {
         // calloc'd zeroes: cheap, and rejected before compression.
         let state = vec![0u8; (SNAPSHOT_STATE_SIZE_MAX + 1) as usize];
         let err = store.save(&snapshot("big", 1, state)).unwrap_err();
+        let expected_size = SNAPSHOT_STATE_SIZE_MAX + 1;
         assert!(
-            matches!(err, SnapshotError::TooLarge { size, max } if size == SNAPSHOT_STATE_SIZE_MAX + 1 && max == SNAPSHOT_STATE_SIZE_MAX),
+            matches!(err, SnapshotError::TooLarge { size, max }
+                if size == expected_size && max == SNAPSHOT_STATE_SIZE_MAX),
             "{err:?}"
         );
         assert!(StdFs.list(store.dir()).unwrap().is_empty());

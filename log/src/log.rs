@@ -256,7 +256,7 @@ pub fn open(
         if i > start_index {
             offset = SEGMENT_HEADER_SIZE as u64;
         }
-        if h.first_position != expected {
+        if i > start_index && h.first_position != expected {
             return Err(corrupted(
                 &h.name,
                 0,

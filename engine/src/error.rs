@@ -1,0 +1,91 @@
+//! Errors of the public API.
+
+use std::path::PathBuf;
+
+use crate::event::ExpectedVersion;
+
+/// Everything a [`crate::Store`] call can fail with.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream is not at the version the append expected.
+    #[error(
+        "wrong expected version on stream {stream:?}: expected {expected:?}, current {current:?}"
+    )]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// The stream's current (last) version; `None` if it does not exist.
+        current: Option<u64>,
+    },
+    /// An event id is already stored somewhere other than where this append would put it.
+    #[error("event id {id} is already stored at position {position}; it cannot be reused")]
+    DuplicateEventId {
+        /// The id, as a UUID string.
+        id: String,
+        /// Where it is stored.
+        position: u64,
+    },
+    /// A stream id is not acceptable.
+    #[error("invalid stream id: {reason}")]
+    InvalidStreamId {
+        /// Why.
+        reason: &'static str,
+    },
+    /// An input is larger than its limit.
+    #[error("{what} of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Some other input is not acceptable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Another process (or another `Store` in this one) has the directory open.
+    #[error("the store at {path} is locked by another process")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The directory is not an Orchestrix store.
+    #[error("{path} is not an Orchestrix store")]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An earlier write or fsync failed: the store refuses writes until reopened.
+    #[error(
+        "the store is read-only after an earlier write or fsync failure; reopen it to recover"
+    )]
+    Poisoned,
+    /// The store is closed.
+    #[error("the store is closed")]
+    Closed,
+    /// An I/O error outside the log.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log failed (including `Corrupted { segment, offset }`).
+    #[error(transparent)]
+    Log(#[from] orchestrix_log::LogError),
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] orchestrix_index::IndexError),
+    /// The snapshot store failed.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+}
+
+/// Result alias of the public API.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

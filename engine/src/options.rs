@@ -1,0 +1,57 @@
+//! Options of a store.
+
+use std::time::Duration;
+
+use crate::limits::EVENT_SIZE_MAX_DEFAULT;
+
+/// When appends are made durable, and so what survives a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fdatasync every group commit before acknowledging it (the default). Survives process
+    /// crash, kernel crash and power loss: every acknowledged append is kept.
+    Always,
+    /// Acknowledge after the write; fdatasync at most this long after. Survives a process
+    /// crash (the page cache keeps the data); a kernel crash or power loss may lose the
+    /// appends of the last interval, never in part and never leaving a gap.
+    Interval(Duration),
+    /// Never fdatasync (tests and benchmarks of the software path). Survives a process crash;
+    /// a power loss may lose any suffix of the log.
+    Never,
+}
+
+/// Options for [`crate::Store::open_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Durability mode.
+    pub durability: Durability,
+    /// Segment size; the test configuration uses 4 KiB so that segments roll often.
+    pub segment_size_bytes_max: u64,
+    /// Largest event accepted.
+    pub event_size_max: u64,
+    /// How many appends may wait for the writer before callers block (backpressure).
+    pub queue_depth: usize,
+    /// How often the index is checkpointed durably.
+    pub index_checkpoint_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Always,
+            segment_size_bytes_max: orchestrix_log::segment::SEGMENT_SIZE_DEFAULT,
+            event_size_max: EVENT_SIZE_MAX_DEFAULT,
+            queue_depth: 4096,
+            index_checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Options {
+    /// Small segments (4 KiB) so that rolling happens in every test.
+    pub fn test() -> Self {
+        Options {
+            segment_size_bytes_max: orchestrix_log::segment::SEGMENT_SIZE_MIN,
+            ..Options::default()
+        }
+    }
+}

@@ -1,0 +1,957 @@
+//! The store: opening a directory, appending, reading.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index};
+use orchestrix_log::fs::{StdFs, Vfs};
+use orchestrix_log::{Checkpoint, FrameLocation, FramePayload, LogConfig, LogError, LogReader};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Result, StoreError};
+use crate::event::{
+    AppendResult, Direction, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
+};
+use crate::limits::{
+    check_event, check_stream_id, BATCH_EVENT_COUNT_MAX, BATCH_SIZE_MAX, STREAMS_PER_APPEND_MAX,
+};
+use crate::options::{Durability, Options};
+use crate::recent::Recent;
+use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::writer::{AppendPart, Request, Writer};
+
+const LOG_DIR: &str = "log";
+const INDEX_FILE: &str = "index.redb";
+const SNAPSHOT_DIR: &str = "snapshots";
+const LOCK_FILE: &str = "LOCK";
+/// Frames applied to the index per transaction during a rebuild.
+const REBUILD_BATCH_FRAMES: usize = 16_384;
+/// Depth of the writer -> indexer queue, in groups.
+const INDEXER_QUEUE_GROUPS: usize = 256;
+
+/// State shared by the API, the writer and the indexer.
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub reader: LogReader,
+    pub index: Index,
+    pub recent: Mutex<Recent>,
+    pub heads: RwLock<HashMap<String, u64>>,
+    pub poisoned: AtomicBool,
+    pub durable_position: AtomicU64,
+    /// Committed position, for blocking subscribers.
+    pub committed: (Mutex<u64>, Condvar),
+    /// Committed position, for async subscribers.
+    pub committed_watch: watch::Sender<u64>,
+    pub index_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub fn recent_id(&self, id: &[u8; 16]) -> Option<u64> {
+        lock(&self.recent).ids.get(id).copied()
+    }
+
+    /// Makes a committed group visible: recent index, heads, committed position.
+    pub fn publish(&self, frames: &[FrameSummary], heads: &[(String, u64)], committed: u64) {
+        {
+            let mut r = lock(&self.recent);
+            for f in frames {
+                r.add(f);
+            }
+        }
+        {
+            let mut h = self.heads.write().unwrap_or_else(|p| p.into_inner());
+            for (s, v) in heads {
+                h.insert(s.clone(), *v);
+            }
+        }
+        *lock(&self.committed.0) = committed;
+        self.committed.1.notify_all();
+        self.committed_watch.send_replace(committed);
+    }
+
+    pub fn committed_position(&self) -> u64 {
+        self.reader.committed_position()
+    }
+
+    fn frame_at(&self, position: u64) -> Result<Option<FrameEntry>> {
+        if let Some(f) = lock(&self.recent).frame_at(position) {
+            return Ok(Some(f));
+        }
+        Ok(self.index.frame_at(position)?)
+    }
+
+    fn decode(&self, loc: FrameLocation) -> Result<(u64, FramePayload)> {
+        let (h, payload) = self.reader.read_frame(loc)?;
+        let p =
+            FramePayload::decode(&payload, h.event_count).map_err(|e| corrupted_payload(loc, e))?;
+        Ok((h.first_position, p))
+    }
+
+    /// The event at a position.
+    pub fn read_at(&self, position: u64) -> Result<RecordedEvent> {
+        let Some(f) = self.frame_at(position)? else {
+            return Err(StoreError::InvalidInput(format!(
+                "no event at position {position}"
+            )));
+        };
+        let (first, p) = self.decode(f.location)?;
+        let mut pos = first;
+        for b in p.batches {
+            let n = b.events.len() as u64;
+            if position < pos + n {
+                let i = (position - pos) as usize;
+                let version = b.first_version + i as u64;
+                let Some(e) = b.events.into_iter().nth(i) else {
+                    break;
+                };
+                return Ok(RecordedEvent::from_record(e, &b.stream, version, position));
+            }
+            pos += n;
+        }
+        Err(StoreError::InvalidInput(format!(
+            "no event at position {position}"
+        )))
+    }
+
+    /// Batches of a stream from both the recent and the persistent index.
+    fn stream_batches(
+        &self,
+        stream: &str,
+        from: u64,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Vec<BatchEntry>> {
+        // Recent first, then the index: a batch moving from one to the other in between is
+        // found in at least one of them.
+        let recent: Vec<BatchEntry> = lock(&self.recent)
+            .batches
+            .get(stream)
+            .cloned()
+            .unwrap_or_default();
+        let backwards = dir == Direction::Backwards;
+        let mut all = self.index.stream_batches(stream, from, backwards, limit)?;
+        all.extend(recent.into_iter().filter(|b| {
+            if backwards {
+                b.first_version <= from
+            } else {
+                b.first_version + u64::from(b.count) > from
+            }
+        }));
+        all.sort_by_key(|b| b.first_version);
+        all.dedup_by_key(|b| b.first_version);
+        if backwards {
+            all.reverse();
+        }
+        Ok(all)
+    }
+}
+
+fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
+    StoreError::Log(LogError::Corrupted {
+        segment: orchestrix_log::segment::file_name(loc.segment),
+        offset: loc.offset,
+        reason: e.to_string(),
+    })
+}
+
+/// Builds the index summary of a frame read back from the log.
+pub(crate) fn summarize(loc: FrameLocation, first_position: u64, p: &FramePayload) -> FrameSummary {
+    let mut batches = Vec::with_capacity(p.batches.len());
+    let mut ids = Vec::new();
+    let mut types: Vec<String> = Vec::new();
+    let mut min_time = i64::MAX;
+    let mut pos = first_position;
+    for b in &p.batches {
+        batches.push(BatchSummary {
+            stream: b.stream.clone(),
+            first_version: b.first_version,
+            first_position: pos,
+            count: b.events.len() as u32,
+        });
+        for e in &b.events {
+            ids.push((e.id, pos));
+            pos += 1;
+            if !types.iter().any(|t| t == &e.event_type) {
+                types.push(e.event_type.clone());
+            }
+            min_time = min_time.min(e.time_unix_nanos);
+        }
+    }
+    FrameSummary {
+        location: loc,
+        first_position,
+        event_count: (pos - first_position) as u32,
+        batches,
+        ids,
+        types,
+        min_time_unix_nanos: min_time,
+    }
+}
+
+/// An embedded event store in one directory.
+///
+/// ```
+/// use orchestrix::{EventData, ExpectedVersion, Direction, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path()).unwrap();
+/// store
+///     .append("order-1", ExpectedVersion::NoStream, vec![EventData::json("Placed", b"{}".to_vec())])
+///     .unwrap();
+/// let events = store.read_stream("order-1", 0, Direction::Forwards, 10).unwrap();
+/// assert_eq!(events[0].version, 0);
+/// ```
+pub struct Store {
+    inner: Arc<Inner>,
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    snapshots: SnapshotStore,
+    options: Options,
+    _lock: File,
+}
+
+/// Facts about a store, for `inspect`.
+#[derive(Debug, Clone)]
+pub struct StoreInfo {
+    /// Segments: name, first position, size in bytes.
+    pub segments: Vec<(String, u64, u64)>,
+    /// Events in the log.
+    pub events: u64,
+    /// Streams.
+    pub streams: u64,
+    /// The index checkpoint, if any.
+    pub index_checkpoint: Option<Checkpoint>,
+    /// Index table sizes.
+    pub index: orchestrix_index::IndexStats,
+}
+
+/// What open found and did.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// Whether the index was rebuilt from the log.
+    pub index_rebuilt: bool,
+    /// What log recovery did.
+    pub log: orchestrix_log::RecoveryReport,
+}
+
+impl Store {
+    /// Opens or creates a store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(dir, Options::default())
+    }
+
+    /// Opens an existing store; fails with [`StoreError::NotAStore`] and touches nothing if
+    /// `dir` does not hold one.
+    pub fn open_existing(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let dir = dir.as_ref();
+        if !dir.join(LOG_DIR).is_dir() {
+            return Err(StoreError::NotAStore {
+                path: dir.to_path_buf(),
+            });
+        }
+        Self::open_with(dir, options)
+    }
+
+    /// Opens or creates a store in `dir`.
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_with_vfs(dir, options, Arc::new(StdFs)).map(|(s, _)| s)
+    }
+
+    /// Opens with a custom file layer (fault injection in tests); returns what recovery did.
+    pub fn open_with_vfs(
+        dir: impl AsRef<Path>,
+        options: Options,
+        vfs: Arc<dyn Vfs>,
+    ) -> Result<(Store, OpenReport)> {
+        let dir = dir.as_ref().to_path_buf();
+        if options.event_size_max == 0 || options.queue_depth == 0 {
+            return Err(StoreError::InvalidInput(
+                "event_size_max and queue_depth must be positive".into(),
+            ));
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: dir }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Io {
+                    path: lock_path,
+                    source: e,
+                })
+            }
+        }
+
+        let index_path = dir.join(INDEX_FILE);
+        let log_dir = dir.join(LOG_DIR);
+        let config = LogConfig {
+            segment_size_bytes_max: options.segment_size_bytes_max,
+        };
+        let mut rebuilt = false;
+        let mut attempt = 0;
+        let (index, reader, log_writer, report, heads) = loop {
+            attempt += 1;
+            let index = match Index::open(&index_path) {
+                Ok(i) => i,
+                Err(e) if attempt == 1 => {
+                    tracing::warn!(error = %e, "index unreadable; rebuilding it from the log");
+                    remove_index(&index_path)?;
+                    rebuilt = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let checkpoint = index.checkpoint()?;
+            let mut heads: HashMap<String, u64> = index.stream_heads()?.into_iter().collect();
+            let mut batch: Vec<FrameSummary> = Vec::new();
+            let mut apply_error: Option<StoreError> = None;
+            let mut last_cp = checkpoint;
+            let opened = orchestrix_log::open(
+                vfs.clone(),
+                &log_dir,
+                config.clone(),
+                checkpoint,
+                &mut |loc, h, payload| {
+                    let p = FramePayload::decode(payload, h.event_count).map_err(|e| {
+                        LogError::Corrupted {
+                            segment: orchestrix_log::segment::file_name(loc.segment),
+                            offset: loc.offset,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    for b in &p.batches {
+                        heads.insert(
+                            b.stream.clone(),
+                            b.first_version + b.events.len() as u64 - 1,
+                        );
+                    }
+                    batch.push(summarize(loc, h.first_position, &p));
+                    let cp = Checkpoint {
+                        segment: loc.segment,
+                        offset: loc.offset + loc.len,
+                        next_position: h.next_position(),
+                    };
+                    last_cp = Some(cp);
+                    if batch.len() >= REBUILD_BATCH_FRAMES {
+                        if let Err(e) = index.apply(&batch, cp, false) {
+                            apply_error = Some(e.into());
+                            return Err(LogError::Payload("index apply failed".into()));
+                        }
+                        batch.clear();
+                    }
+                    Ok(())
+                },
+            );
+            if let Some(e) = apply_error {
+                return Err(e);
+            }
+            match opened {
+                Ok((reader, w, report)) => {
+                    if let Some(cp) = last_cp.filter(|_| !batch.is_empty()) {
+                        index.apply(&batch, cp, false)?;
+                    }
+                    if report.frames_replayed > 0 {
+                        index.flush()?;
+                    }
+                    break (index, reader, w, report, heads);
+                }
+                Err(LogError::CheckpointMismatch(why)) if attempt == 1 => {
+                    tracing::warn!(%why, "index does not match the log; rebuilding it");
+                    drop(index);
+                    remove_index(&index_path)?;
+                    rebuilt = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+
+        let committed = reader.committed_position();
+        let (watch_tx, _) = watch::channel(committed);
+        let inner = Arc::new(Inner {
+            dir: dir.clone(),
+            reader,
+            index,
+            recent: Mutex::new(Recent::default()),
+            heads: RwLock::new(heads.clone()),
+            poisoned: AtomicBool::new(false),
+            durable_position: AtomicU64::new(committed),
+            committed: (Mutex::new(committed), Condvar::new()),
+            committed_watch: watch_tx,
+            index_error: Mutex::new(None),
+        });
+        let snapshots = SnapshotStore::open(vfs.clone(), dir.join(SNAPSHOT_DIR))?;
+
+        let (tx, rx) = mpsc::channel(options.queue_depth);
+        let (itx, irx) = sync_channel(INDEXER_QUEUE_GROUPS);
+        let writer = Writer {
+            log: log_writer,
+            heads,
+            inner: inner.clone(),
+            rx,
+            indexer: itx,
+            durability: options.durability,
+            last_sync: Instant::now(),
+        };
+        let mut threads = Vec::new();
+        threads.push(
+            std::thread::Builder::new()
+                .name("orchestrix-writer".into())
+                .spawn(move || writer.run())
+                .map_err(io(&dir))?,
+        );
+        let idx_inner = inner.clone();
+        let interval = options.index_checkpoint_interval;
+        threads.push(
+            std::thread::Builder::new()
+                .name("orchestrix-indexer".into())
+                .spawn(move || run_indexer(idx_inner, irx, interval))
+                .map_err(io(&dir))?,
+        );
+        if let Durability::Interval(d) = options.durability {
+            let ticker = tx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("orchestrix-sync-timer".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(d);
+                        if ticker.blocking_send(Request::Tick).is_err() {
+                            break;
+                        }
+                    })
+                    .map_err(io(&dir))?,
+            );
+        }
+        let store = Store {
+            inner,
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+            snapshots,
+            options,
+            _lock: lock_file,
+        };
+        Ok((
+            store,
+            OpenReport {
+                index_rebuilt: rebuilt,
+                log: report,
+            },
+        ))
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    pub(crate) fn sender(&self) -> Result<mpsc::Sender<Request>> {
+        lock(&self.tx).clone().ok_or(StoreError::Closed)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Appends events to one stream.
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult> {
+        self.append_multi(vec![(stream.to_string(), expected, events)])
+    }
+
+    /// Appends to several streams atomically: all parts are written (as one frame) or none.
+    pub fn append_multi(
+        &self,
+        parts: Vec<(String, ExpectedVersion, Vec<EventData>)>,
+    ) -> Result<AppendResult> {
+        let (parts, rx) = self.prepare_append(parts)?;
+        self.sender()?
+            .blocking_send(Request::Append { parts, reply: rx.0 })
+            .map_err(|_| StoreError::Closed)?;
+        rx.1.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn prepare_append(
+        &self,
+        parts: Vec<(String, ExpectedVersion, Vec<EventData>)>,
+    ) -> Result<(
+        Vec<AppendPart>,
+        (
+            oneshot::Sender<Result<AppendResult>>,
+            oneshot::Receiver<Result<AppendResult>>,
+        ),
+    )> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        validate_and_convert(parts, self.options.event_size_max).map(|p| (p, oneshot::channel()))
+    }
+
+    /// Reads up to `max_count` events of a stream from `from_version` in `direction`
+    /// (backwards from `u64::MAX` reads from the end).
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        check_stream_id(stream)?;
+        let mut out = Vec::new();
+        if max_count == 0 {
+            return Ok(out);
+        }
+        let mut next = from_version;
+        loop {
+            let batches = self.inner.stream_batches(stream, next, direction, 64)?;
+            if batches.is_empty() {
+                return Ok(out);
+            }
+            let mut progressed = false;
+            for b in batches {
+                let (first_pos, p) = self.inner.decode(b.location)?;
+                let mut pos = first_pos;
+                let mut events = None;
+                for sb in p.batches {
+                    let n = sb.events.len() as u64;
+                    if sb.stream == stream && sb.first_version == b.first_version {
+                        events = Some((sb, pos));
+                        break;
+                    }
+                    pos += n;
+                }
+                let Some((sb, pos)) = events else {
+                    return Err(corrupted_payload(
+                        b.location,
+                        LogError::Payload("index points at a frame without the stream".into()),
+                    ));
+                };
+                let mut recs: Vec<RecordedEvent> = sb
+                    .events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        RecordedEvent::from_record(
+                            e,
+                            stream,
+                            sb.first_version + i as u64,
+                            pos + i as u64,
+                        )
+                    })
+                    .collect();
+                match direction {
+                    Direction::Forwards => {
+                        for e in recs.drain(..) {
+                            if e.version >= next {
+                                next = e.version + 1;
+                                progressed = true;
+                                out.push(e);
+                                if out.len() >= max_count {
+                                    return Ok(out);
+                                }
+                            }
+                        }
+                    }
+                    Direction::Backwards => {
+                        for e in recs.drain(..).rev() {
+                            if e.version <= next {
+                                progressed = true;
+                                let v = e.version;
+                                out.push(e);
+                                if out.len() >= max_count || v == 0 {
+                                    return Ok(out);
+                                }
+                                next = v - 1;
+                            }
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Reads up to `max_count` events in global order from `from_position` (inclusive;
+    /// backwards from `u64::MAX` reads from the end), passing only those the filter accepts.
+    pub fn read_all(
+        &self,
+        from_position: u64,
+        direction: Direction,
+        max_count: usize,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::new();
+        match direction {
+            Direction::Forwards => {
+                self.scan_forwards(from_position, filter, &mut |e| {
+                    out.push(e);
+                    out.len() < max_count
+                })?;
+            }
+            Direction::Backwards => {
+                let end = self.inner.committed_position();
+                if end == 0 || max_count == 0 {
+                    return Ok(out);
+                }
+                let mut pos = from_position.min(end - 1);
+                while let Some(f) = self.inner.frame_at(pos)? {
+                    let (first, p) = self.inner.decode(f.location)?;
+                    let mut evs = Vec::new();
+                    let mut at = first;
+                    for b in p.batches {
+                        for (i, e) in b.events.into_iter().enumerate() {
+                            if at <= pos
+                                && filter.passes_stream(&b.stream)
+                                && filter.passes_type(&e.event_type)
+                            {
+                                evs.push(RecordedEvent::from_record(
+                                    e,
+                                    &b.stream,
+                                    b.first_version + i as u64,
+                                    at,
+                                ));
+                            }
+                            at += 1;
+                        }
+                    }
+                    for e in evs.into_iter().rev() {
+                        out.push(e);
+                        if out.len() >= max_count {
+                            return Ok(out);
+                        }
+                    }
+                    if first == 0 {
+                        break;
+                    }
+                    pos = first - 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Visits events in global order from `from_position` while `visit` returns true.
+    /// Returns the position after the last event examined.
+    pub fn scan_forwards(
+        &self,
+        from_position: u64,
+        filter: &ReadFilter,
+        visit: &mut dyn FnMut(RecordedEvent) -> bool,
+    ) -> Result<u64> {
+        let end = self.inner.committed_position();
+        if from_position >= end {
+            return Ok(from_position);
+        }
+        let Some(f) = self.inner.frame_at(from_position)? else {
+            return Ok(from_position);
+        };
+        let mut scanner = self
+            .inner
+            .reader
+            .scan_from(f.location.segment, f.location.offset);
+        let mut next = from_position;
+        while let Some((loc, h, payload)) = scanner.next_frame()? {
+            if h.first_position >= end {
+                break;
+            }
+            let p = FramePayload::decode(payload, h.event_count)
+                .map_err(|e| corrupted_payload(loc, e))?;
+            let mut at = h.first_position;
+            for b in p.batches {
+                let pass_stream = filter.passes_stream(&b.stream);
+                for (i, e) in b.events.into_iter().enumerate() {
+                    if at >= next {
+                        next = at + 1;
+                        if pass_stream && filter.passes_type(&e.event_type) {
+                            let ev = RecordedEvent::from_record(
+                                e,
+                                &b.stream,
+                                b.first_version + i as u64,
+                                at,
+                            );
+                            if !visit(ev) {
+                                return Ok(next);
+                            }
+                        }
+                    }
+                    at += 1;
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// The last version of a stream, or `None` if it does not exist.
+    pub fn stream_head(&self, stream: &str) -> Result<Option<u64>> {
+        check_stream_id(stream)?;
+        Ok(self
+            .inner
+            .heads
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .copied())
+    }
+
+    /// Whether a stream exists.
+    pub fn stream_exists(&self, stream: &str) -> Result<bool> {
+        Ok(self.stream_head(stream)?.is_some())
+    }
+
+    /// Stream ids with their last versions, sorted, optionally by prefix.
+    pub fn list_streams(&self, prefix: Option<&str>) -> Vec<(String, u64)> {
+        let h = self.inner.heads.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, u64)> = h
+            .iter()
+            .filter(|(s, _)| prefix.is_none_or(|p| s.starts_with(p)))
+            .map(|(s, v)| (s.clone(), *v))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Position after the last committed event (the number of events in the log).
+    pub fn committed_position(&self) -> u64 {
+        self.inner.committed_position()
+    }
+
+    /// Saves the snapshot of a stream (atomically, compressed, checksummed).
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        check_stream_id(&snapshot.stream)?;
+        Ok(self.snapshots.save(snapshot)?)
+    }
+
+    /// Loads the latest snapshot of a stream; a damaged one is ignored (`None`).
+    pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        check_stream_id(stream)?;
+        Ok(self.snapshots.load(stream)?)
+    }
+
+    /// Facts for `inspect`.
+    pub fn info(&self) -> Result<StoreInfo> {
+        Ok(StoreInfo {
+            segments: self
+                .inner
+                .reader
+                .segments()
+                .into_iter()
+                .map(|s| (s.name, s.first_position, s.size_bytes))
+                .collect(),
+            events: self.committed_position(),
+            streams: self
+                .inner
+                .heads
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .len() as u64,
+            index_checkpoint: self.inner.index.checkpoint()?,
+            index: self.inner.index.stats()?,
+        })
+    }
+
+    /// Checks every frame's CRC and that the index agrees with the log. Returns the number of
+    /// events verified.
+    pub fn verify(&self) -> Result<u64> {
+        let mut scanner = self.inner.reader.scan();
+        let mut expected = 0u64;
+        while let Some((loc, h, payload)) = scanner.next_frame()? {
+            if h.first_position != expected {
+                return Err(StoreError::Log(LogError::Corrupted {
+                    segment: orchestrix_log::segment::file_name(loc.segment),
+                    offset: loc.offset,
+                    reason: format!(
+                        "frame at position {} where {expected} was expected",
+                        h.first_position
+                    ),
+                }));
+            }
+            let p = FramePayload::decode(payload, h.event_count)
+                .map_err(|e| corrupted_payload(loc, e))?;
+            let indexed = self.inner.frame_at(h.first_position)?;
+            if indexed.map(|f| f.location) != Some(loc) {
+                return Err(StoreError::InvalidInput(format!(
+                    "index disagrees with the log at position {} ({} offset {})",
+                    h.first_position,
+                    orchestrix_log::segment::file_name(loc.segment),
+                    loc.offset
+                )));
+            }
+            drop(p);
+            expected = h.next_position();
+        }
+        Ok(expected)
+    }
+
+    /// Flushes, syncs and stops the background threads. Dropping the store does the same.
+    pub fn close(&self) -> Result<()> {
+        let Some(tx) = lock(&self.tx).take() else {
+            return Ok(());
+        };
+        let (ack, done) = oneshot::channel();
+        let _ = tx.blocking_send(Request::Shutdown(ack));
+        drop(tx);
+        let _ = done.blocking_recv();
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn remove_index(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+pub(crate) fn validate_and_convert(
+    parts: Vec<(String, ExpectedVersion, Vec<EventData>)>,
+    event_size_max: u64,
+) -> Result<Vec<AppendPart>> {
+    if parts.is_empty() || parts.len() > STREAMS_PER_APPEND_MAX {
+        return Err(StoreError::InvalidInput(format!(
+            "an append must name 1 to {STREAMS_PER_APPEND_MAX} streams"
+        )));
+    }
+    let mut total_events = 0usize;
+    let mut total_bytes = 0u64;
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, (stream, expected, events)) in parts.into_iter().enumerate() {
+        check_stream_id(&stream)?;
+        if events.is_empty() {
+            return Err(StoreError::InvalidInput(format!(
+                "no events for stream {stream:?}"
+            )));
+        }
+        if out.iter().any(|p: &AppendPart| p.stream == stream) {
+            return Err(StoreError::InvalidInput(format!(
+                "stream {stream:?} appears twice in one append (part {i})"
+            )));
+        }
+        total_events += events.len();
+        if total_events > BATCH_EVENT_COUNT_MAX {
+            return Err(StoreError::TooLarge {
+                what: "batch (events)",
+                size: total_events as u64,
+                max: BATCH_EVENT_COUNT_MAX as u64,
+            });
+        }
+        let mut recs = Vec::with_capacity(events.len());
+        for e in events {
+            let r = e.into_record();
+            total_bytes += check_event(&r, event_size_max)?;
+            recs.push(r);
+        }
+        if total_bytes > BATCH_SIZE_MAX {
+            return Err(StoreError::TooLarge {
+                what: "batch",
+                size: total_bytes,
+                max: BATCH_SIZE_MAX,
+            });
+        }
+        out.push(AppendPart {
+            stream,
+            expected,
+            events: recs,
+        });
+    }
+    Ok(out)
+}
+
+/// Applies committed frames to the persistent index behind the writer.
+fn run_indexer(inner: Arc<Inner>, rx: Receiver<Vec<FrameSummary>>, interval: Duration) {
+    let mut last_durable = Instant::now();
+    let mut dirty = false;
+    let mut last_cp: Option<Checkpoint> = None;
+    loop {
+        let first = match rx.recv_timeout(interval) {
+            Ok(f) => Some(f),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut frames = first.unwrap_or_default();
+        while let Ok(more) = rx.try_recv() {
+            frames.extend(more);
+            if frames.len() > 65_536 {
+                break;
+            }
+        }
+        if let Some(last) = frames.last() {
+            last_cp = Some(Checkpoint {
+                segment: last.location.segment,
+                offset: last.location.offset + last.location.len,
+                next_position: last.first_position + u64::from(last.event_count),
+            });
+        }
+        let Some(cp) = last_cp else { continue };
+        // A checkpoint may become durable only once the log below it is durable.
+        let log_durable = inner.durable_position.load(Ordering::Acquire) >= cp.next_position;
+        let durable =
+            log_durable && last_durable.elapsed() >= interval && (dirty || !frames.is_empty());
+        if frames.is_empty() && !durable {
+            continue;
+        }
+        match inner.index.apply(&frames, cp, durable) {
+            Ok(()) => {
+                lock(&inner.recent).remove(&frames);
+                dirty = !durable;
+                if durable {
+                    last_durable = Instant::now();
+                }
+            }
+            Err(e) => {
+                // The index is derived: keep serving reads from the recent index, and let the
+                // next open rebuild it.
+                tracing::error!(error = %e, "index apply failed; it will be rebuilt on the next open");
+                *lock(&inner.index_error) = Some(e.to_string());
+                // Keep frames in `recent` so reads stay correct; stop applying.
+                for f in rx.iter() {
+                    drop(f);
+                }
+                return;
+            }
+        }
+    }
+    // Final durable checkpoint at shutdown if the log is durable up to it.
+    if let Some(cp) = last_cp {
+        if inner.durable_position.load(Ordering::Acquire) >= cp.next_position {
+            let _ = inner.index.apply(&[], cp, true);
+        }
+    }
+}

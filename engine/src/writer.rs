@@ -1,0 +1,361 @@
+//! The single writer: group commit with optimistic concurrency per stream.
+//!
+//! The writer drains every queued append, checks each one's expected versions against the
+//! in-memory stream heads (and its event ids for idempotency), encodes one frame per append
+//! into one buffer, writes it once, fdatasyncs once, publishes the new frames to readers and
+//! only then acknowledges all of them. A failed write or fsync latches the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use orchestrix_index::{BatchSummary, FrameSummary, IdLookup};
+use orchestrix_log::record::encode_payload;
+use orchestrix_log::{EventRecord, LogWriter};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::error::{Result, StoreError};
+use crate::event::{AppendResult, ExpectedVersion};
+use crate::options::Durability;
+use crate::store::Inner;
+
+/// The events one append writes to one stream.
+pub(crate) struct AppendPart {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EventRecord>,
+}
+
+pub(crate) enum Request {
+    Append {
+        parts: Vec<AppendPart>,
+        reply: oneshot::Sender<Result<AppendResult>>,
+    },
+    /// Periodic fsync for interval durability.
+    Tick,
+    /// Flush, sync and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Most requests taken into one group.
+const GROUP_REQUESTS_MAX: usize = 4096;
+/// A group stops growing once its frames reach this size.
+const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+pub(crate) struct Writer {
+    pub log: LogWriter,
+    pub heads: HashMap<String, u64>,
+    pub inner: Arc<Inner>,
+    pub rx: mpsc::Receiver<Request>,
+    pub indexer: SyncSender<Vec<FrameSummary>>,
+    pub durability: Durability,
+    pub last_sync: Instant,
+}
+
+/// Where an event id of the current group went.
+#[derive(Clone)]
+struct Placement {
+    stream: String,
+    version: u64,
+    position: u64,
+}
+
+enum Prepared {
+    Written(AppendResult),
+    Repeat(AppendResult),
+}
+
+impl Writer {
+    pub fn run(mut self) {
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        while shutdown.is_none() {
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
+            let mut group = vec![first];
+            while group.len() < GROUP_REQUESTS_MAX && self.log.buffered_bytes() < GROUP_BYTES_MAX {
+                match self.rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            let mut pending: Vec<(oneshot::Sender<Result<AppendResult>>, AppendResult)> =
+                Vec::new();
+            let mut summaries = Vec::new();
+            let mut placements: HashMap<[u8; 16], Placement> = HashMap::new();
+            let mut ids: Option<IdLookup> = None;
+            let mut tick = false;
+            for req in group {
+                match req {
+                    Request::Append { parts, reply } => {
+                        match self.prepare(parts, &mut summaries, &mut placements, &mut ids) {
+                            Ok(Prepared::Written(r)) | Ok(Prepared::Repeat(r)) => {
+                                pending.push((reply, r))
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                    Request::Tick => tick = true,
+                    Request::Shutdown(ack) => shutdown = Some(ack),
+                }
+            }
+            drop(ids);
+            let sync = match self.durability {
+                Durability::Always => !summaries.is_empty(),
+                Durability::Interval(d) => {
+                    (tick || shutdown.is_some()) && self.last_sync.elapsed() >= d
+                        || shutdown.is_some()
+                }
+                Durability::Never => false,
+            };
+            let result = if summaries.is_empty() && !sync {
+                Ok(())
+            } else {
+                self.log.commit(sync)
+            };
+            match result {
+                Ok(()) => {
+                    if sync {
+                        self.last_sync = Instant::now();
+                        self.inner
+                            .durable_position
+                            .store(self.log.durable_position(), Ordering::Release);
+                    }
+                    if !summaries.is_empty() {
+                        self.inner.publish(
+                            &summaries,
+                            &self.heads_of(&summaries),
+                            self.log.next_position(),
+                        );
+                        // Bounded channel: a lagging indexer slows the writer down instead of
+                        // letting memory grow.
+                        let _ = self.indexer.send(summaries);
+                    }
+                    for (reply, r) in pending {
+                        let _ = reply.send(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "log write failed; the store is now read-only");
+                    self.inner.poisoned.store(true, Ordering::Release);
+                    for (reply, _) in pending {
+                        let _ = reply.send(Err(StoreError::Poisoned));
+                    }
+                }
+            }
+        }
+        if self.durability != Durability::Always
+            && !self.log.is_poisoned()
+            && self.log.sync().is_ok()
+        {
+            {
+                self.inner
+                    .durable_position
+                    .store(self.log.durable_position(), Ordering::Release);
+            }
+        }
+        drop(self.indexer);
+        if let Some(ack) = shutdown {
+            let _ = ack.send(());
+        }
+    }
+
+    fn heads_of(&self, summaries: &[FrameSummary]) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for f in summaries {
+            for b in &f.batches {
+                if let Some(&v) = self.heads.get(&b.stream) {
+                    out.push((b.stream.clone(), v));
+                }
+            }
+        }
+        out
+    }
+
+    fn lookup_id(
+        &self,
+        id: &[u8; 16],
+        placements: &HashMap<[u8; 16], Placement>,
+        ids: &mut Option<IdLookup>,
+    ) -> Result<Option<Placement>> {
+        if let Some(p) = placements.get(id) {
+            return Ok(Some(p.clone()));
+        }
+        let recent = self.inner.recent_id(id);
+        let position = match recent {
+            Some(p) => Some(p),
+            None => {
+                if ids.is_none() {
+                    *ids = Some(self.inner.index.id_lookup()?);
+                }
+                match ids {
+                    Some(l) => l.get(id)?,
+                    None => None,
+                }
+            }
+        };
+        let Some(position) = position else {
+            return Ok(None);
+        };
+        let e = self.inner.read_at(position)?;
+        Ok(Some(Placement {
+            stream: e.stream,
+            version: e.version,
+            position,
+        }))
+    }
+
+    fn prepare(
+        &mut self,
+        parts: Vec<AppendPart>,
+        summaries: &mut Vec<FrameSummary>,
+        placements: &mut HashMap<[u8; 16], Placement>,
+        ids: &mut Option<IdLookup>,
+    ) -> Result<Prepared> {
+        if self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        // Idempotency: look every id up.
+        let mut found: Vec<Option<Placement>> = Vec::new();
+        for p in &parts {
+            for e in &p.events {
+                found.push(self.lookup_id(&e.id, placements, ids)?);
+            }
+        }
+        if found.iter().any(Option::is_some) {
+            return self.check_repeat(&parts, &found);
+        }
+        // Expected versions against the heads.
+        let mut firsts = Vec::with_capacity(parts.len());
+        for p in &parts {
+            let current = self.heads.get(&p.stream).copied();
+            let ok = match p.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => current.is_none(),
+                ExpectedVersion::StreamExists => current.is_some(),
+                ExpectedVersion::Exact(v) => current == Some(v),
+            };
+            if !ok {
+                return Err(StoreError::WrongExpectedVersion {
+                    stream: p.stream.clone(),
+                    expected: p.expected,
+                    current,
+                });
+            }
+            firsts.push(current.map_or(0, |v| v + 1));
+        }
+        let event_count: usize = parts.iter().map(|p| p.events.len()).sum();
+        let first_position = self.log.next_position();
+        let location = self.log.append(event_count as u32, |out| {
+            encode_payload(
+                out,
+                parts
+                    .iter()
+                    .zip(&firsts)
+                    .map(|(p, &v)| (p.stream.as_str(), v, &p.events[..])),
+            )
+        })?;
+        let mut batches = Vec::with_capacity(parts.len());
+        let mut frame_ids = Vec::with_capacity(event_count);
+        let mut types: Vec<String> = Vec::new();
+        let mut min_time = i64::MAX;
+        let mut position = first_position;
+        let mut streams = Vec::with_capacity(parts.len());
+        for (p, &first_version) in parts.iter().zip(&firsts) {
+            let n = p.events.len() as u64;
+            batches.push(BatchSummary {
+                stream: p.stream.clone(),
+                first_version,
+                first_position: position,
+                count: n as u32,
+            });
+            for (i, e) in p.events.iter().enumerate() {
+                frame_ids.push((e.id, position + i as u64));
+                placements.insert(
+                    e.id,
+                    Placement {
+                        stream: p.stream.clone(),
+                        version: first_version + i as u64,
+                        position: position + i as u64,
+                    },
+                );
+                if !types.iter().any(|t| t == &e.event_type) {
+                    types.push(e.event_type.clone());
+                }
+                min_time = min_time.min(e.time_unix_nanos);
+            }
+            self.heads.insert(p.stream.clone(), first_version + n - 1);
+            streams.push((p.stream.clone(), first_version, first_version + n - 1));
+            position += n;
+        }
+        summaries.push(FrameSummary {
+            location,
+            first_position,
+            event_count: event_count as u32,
+            batches,
+            ids: frame_ids,
+            types,
+            min_time_unix_nanos: min_time,
+        });
+        Ok(Prepared::Written(AppendResult {
+            first_position,
+            streams,
+            already_stored: false,
+        }))
+    }
+
+    /// An append some of whose ids are stored: it succeeds without writing only if all of
+    /// them are, in the same streams, consecutively, where the append expected them.
+    fn check_repeat(&self, parts: &[AppendPart], found: &[Option<Placement>]) -> Result<Prepared> {
+        let mut k = 0;
+        let mut streams = Vec::new();
+        let mut first_position = u64::MAX;
+        for p in parts {
+            let mut first_version = None;
+            for (i, e) in p.events.iter().enumerate() {
+                let conflict = |pos: u64| StoreError::DuplicateEventId {
+                    id: Uuid::from_bytes(e.id).to_string(),
+                    position: pos,
+                };
+                let Some(pl) = &found[k] else {
+                    // Some ids are new, some are not: a conflicting reuse.
+                    let existing = found.iter().flatten().next().map_or(0, |p| p.position);
+                    return Err(conflict(existing));
+                };
+                k += 1;
+                if pl.stream != p.stream {
+                    return Err(conflict(pl.position));
+                }
+                let v0 = *first_version.get_or_insert(pl.version);
+                if pl.version != v0 + i as u64 {
+                    return Err(conflict(pl.position));
+                }
+                first_position = first_position.min(pl.position);
+            }
+            let Some(v0) = first_version else { continue };
+            let expected_ok = match p.expected {
+                ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+                ExpectedVersion::NoStream => v0 == 0,
+                ExpectedVersion::Exact(v) => v.checked_add(1) == Some(v0),
+            };
+            if !expected_ok {
+                return Err(StoreError::WrongExpectedVersion {
+                    stream: p.stream.clone(),
+                    expected: p.expected,
+                    current: self.heads.get(&p.stream).copied(),
+                });
+            }
+            streams.push((p.stream.clone(), v0, v0 + p.events.len() as u64 - 1));
+        }
+        Ok(Prepared::Repeat(AppendResult {
+            first_position,
+            streams,
+            already_stored: true,
+        }))
+    }
+}
