@@ -18,6 +18,7 @@
 //! ```
 #![deny(clippy::unwrap_used)]
 
+mod async_api;
 pub mod error;
 pub mod event;
 pub mod limits;
@@ -25,8 +26,10 @@ pub mod options;
 mod recent;
 pub mod snapshot;
 mod store;
+pub mod subscription;
 mod writer;
 
+pub use crate::async_api::AsyncStore;
 pub use crate::error::{Result, StoreError};
 pub use crate::event::{
     AppendResult, Direction, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
@@ -34,4 +37,5 @@ pub use crate::event::{
 pub use crate::options::{Durability, Options};
 pub use crate::snapshot::Snapshot;
 pub use crate::store::{OpenReport, Store, StoreInfo};
+pub use crate::subscription::{Subscription, SubscriptionStream};
 pub use orchestrix_log::LogError;

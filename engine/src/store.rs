@@ -24,6 +24,7 @@ use crate::limits::{
 use crate::options::{Durability, Options};
 use crate::recent::Recent;
 use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::subscription::Subscription;
 use crate::writer::{AppendPart, Request, Writer};
 
 const LOG_DIR: &str = "log";
@@ -49,6 +50,8 @@ pub(crate) struct Inner {
     /// Committed position, for async subscribers.
     pub committed_watch: watch::Sender<u64>,
     pub index_error: Mutex<Option<String>>,
+    /// Set when the store closes, to wake and end subscriptions.
+    pub closed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,6 +84,30 @@ impl Inner {
 
     pub fn committed_position(&self) -> u64 {
         self.reader.committed_position()
+    }
+
+    /// Wakes blocked subscribers (used at close).
+    pub fn notify_waiters(&self) {
+        let _g = lock(&self.committed.0);
+        self.committed.1.notify_all();
+    }
+
+    /// Blocks until the committed position passes `seen`, the store closes, or `timeout`
+    /// elapses. Returns the committed position.
+    pub fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
+        let mut g = lock(&self.committed.0);
+        let deadline = Instant::now() + timeout;
+        while *g <= seen && !self.closed.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            g = match self.committed.1.wait_timeout(g, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *g
     }
 
     fn frame_at(&self, position: u64) -> Result<Option<FrameEntry>> {
@@ -153,6 +180,198 @@ impl Inner {
             all.reverse();
         }
         Ok(all)
+    }
+    /// Reads up to `max_count` events of a stream from `from_version` in `direction`
+    /// (backwards from `u64::MAX` reads from the end).
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        check_stream_id(stream)?;
+        let mut out = Vec::new();
+        if max_count == 0 {
+            return Ok(out);
+        }
+        let mut next = from_version;
+        loop {
+            let batches = self.stream_batches(stream, next, direction, 64)?;
+            if batches.is_empty() {
+                return Ok(out);
+            }
+            let mut progressed = false;
+            for b in batches {
+                let (first_pos, p) = self.decode(b.location)?;
+                let mut pos = first_pos;
+                let mut events = None;
+                for sb in p.batches {
+                    let n = sb.events.len() as u64;
+                    if sb.stream == stream && sb.first_version == b.first_version {
+                        events = Some((sb, pos));
+                        break;
+                    }
+                    pos += n;
+                }
+                let Some((sb, pos)) = events else {
+                    return Err(corrupted_payload(
+                        b.location,
+                        LogError::Payload("index points at a frame without the stream".into()),
+                    ));
+                };
+                let mut recs: Vec<RecordedEvent> = sb
+                    .events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        RecordedEvent::from_record(
+                            e,
+                            stream,
+                            sb.first_version + i as u64,
+                            pos + i as u64,
+                        )
+                    })
+                    .collect();
+                match direction {
+                    Direction::Forwards => {
+                        for e in recs.drain(..) {
+                            if e.version >= next {
+                                next = e.version + 1;
+                                progressed = true;
+                                out.push(e);
+                                if out.len() >= max_count {
+                                    return Ok(out);
+                                }
+                            }
+                        }
+                    }
+                    Direction::Backwards => {
+                        for e in recs.drain(..).rev() {
+                            if e.version <= next {
+                                progressed = true;
+                                let v = e.version;
+                                out.push(e);
+                                if out.len() >= max_count || v == 0 {
+                                    return Ok(out);
+                                }
+                                next = v - 1;
+                            }
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Reads up to `max_count` events in global order from `from_position` (inclusive;
+    /// backwards from `u64::MAX` reads from the end), passing only those the filter accepts.
+    pub fn read_all(
+        &self,
+        from_position: u64,
+        direction: Direction,
+        max_count: usize,
+        filter: &ReadFilter,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::new();
+        match direction {
+            Direction::Forwards => {
+                self.scan_forwards(from_position, filter, &mut |e| {
+                    out.push(e);
+                    out.len() < max_count
+                })?;
+            }
+            Direction::Backwards => {
+                let end = self.committed_position();
+                if end == 0 || max_count == 0 {
+                    return Ok(out);
+                }
+                let mut pos = from_position.min(end - 1);
+                while let Some(f) = self.frame_at(pos)? {
+                    let (first, p) = self.decode(f.location)?;
+                    let mut evs = Vec::new();
+                    let mut at = first;
+                    for b in p.batches {
+                        for (i, e) in b.events.into_iter().enumerate() {
+                            if at <= pos
+                                && filter.passes_stream(&b.stream)
+                                && filter.passes_type(&e.event_type)
+                            {
+                                evs.push(RecordedEvent::from_record(
+                                    e,
+                                    &b.stream,
+                                    b.first_version + i as u64,
+                                    at,
+                                ));
+                            }
+                            at += 1;
+                        }
+                    }
+                    for e in evs.into_iter().rev() {
+                        out.push(e);
+                        if out.len() >= max_count {
+                            return Ok(out);
+                        }
+                    }
+                    if first == 0 {
+                        break;
+                    }
+                    pos = first - 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Visits events in global order from `from_position` while `visit` returns true.
+    /// Returns the position after the last event examined.
+    pub fn scan_forwards(
+        &self,
+        from_position: u64,
+        filter: &ReadFilter,
+        visit: &mut dyn FnMut(RecordedEvent) -> bool,
+    ) -> Result<u64> {
+        let end = self.committed_position();
+        if from_position >= end {
+            return Ok(from_position);
+        }
+        let Some(f) = self.frame_at(from_position)? else {
+            return Ok(from_position);
+        };
+        let mut scanner = self.reader.scan_from(f.location.segment, f.location.offset);
+        let mut next = from_position;
+        while let Some((loc, h, payload)) = scanner.next_frame()? {
+            if h.first_position >= end {
+                break;
+            }
+            let p = FramePayload::decode(payload, h.event_count)
+                .map_err(|e| corrupted_payload(loc, e))?;
+            let mut at = h.first_position;
+            for b in p.batches {
+                let pass_stream = filter.passes_stream(&b.stream);
+                for (i, e) in b.events.into_iter().enumerate() {
+                    if at >= next {
+                        next = at + 1;
+                        if pass_stream && filter.passes_type(&e.event_type) {
+                            let ev = RecordedEvent::from_record(
+                                e,
+                                &b.stream,
+                                b.first_version + i as u64,
+                                at,
+                            );
+                            if !visit(ev) {
+                                return Ok(next);
+                            }
+                        }
+                    }
+                    at += 1;
+                }
+            }
+        }
+        Ok(next)
     }
 }
 
@@ -397,6 +616,7 @@ impl Store {
             committed: (Mutex::new(committed), Condvar::new()),
             committed_watch: watch_tx,
             index_error: Mutex::new(None),
+            closed: AtomicBool::new(false),
         });
         let snapshots = SnapshotStore::open(vfs.clone(), dir.join(SNAPSHOT_DIR))?;
 
@@ -428,12 +648,15 @@ impl Store {
         );
         if let Durability::Interval(d) = options.durability {
             let ticker = tx.clone();
+            let timer_inner = inner.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("orchestrix-sync-timer".into())
                     .spawn(move || loop {
                         std::thread::sleep(d);
-                        if ticker.blocking_send(Request::Tick).is_err() {
+                        if timer_inner.closed.load(Ordering::Acquire)
+                            || ticker.blocking_send(Request::Tick).is_err()
+                        {
                             break;
                         }
                     })
@@ -519,81 +742,8 @@ impl Store {
         direction: Direction,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        check_stream_id(stream)?;
-        let mut out = Vec::new();
-        if max_count == 0 {
-            return Ok(out);
-        }
-        let mut next = from_version;
-        loop {
-            let batches = self.inner.stream_batches(stream, next, direction, 64)?;
-            if batches.is_empty() {
-                return Ok(out);
-            }
-            let mut progressed = false;
-            for b in batches {
-                let (first_pos, p) = self.inner.decode(b.location)?;
-                let mut pos = first_pos;
-                let mut events = None;
-                for sb in p.batches {
-                    let n = sb.events.len() as u64;
-                    if sb.stream == stream && sb.first_version == b.first_version {
-                        events = Some((sb, pos));
-                        break;
-                    }
-                    pos += n;
-                }
-                let Some((sb, pos)) = events else {
-                    return Err(corrupted_payload(
-                        b.location,
-                        LogError::Payload("index points at a frame without the stream".into()),
-                    ));
-                };
-                let mut recs: Vec<RecordedEvent> = sb
-                    .events
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        RecordedEvent::from_record(
-                            e,
-                            stream,
-                            sb.first_version + i as u64,
-                            pos + i as u64,
-                        )
-                    })
-                    .collect();
-                match direction {
-                    Direction::Forwards => {
-                        for e in recs.drain(..) {
-                            if e.version >= next {
-                                next = e.version + 1;
-                                progressed = true;
-                                out.push(e);
-                                if out.len() >= max_count {
-                                    return Ok(out);
-                                }
-                            }
-                        }
-                    }
-                    Direction::Backwards => {
-                        for e in recs.drain(..).rev() {
-                            if e.version <= next {
-                                progressed = true;
-                                let v = e.version;
-                                out.push(e);
-                                if out.len() >= max_count || v == 0 {
-                                    return Ok(out);
-                                }
-                                next = v - 1;
-                            }
-                        }
-                    }
-                }
-            }
-            if !progressed {
-                return Ok(out);
-            }
-        }
+        self.inner
+            .read_stream(stream, from_version, direction, max_count)
     }
 
     /// Reads up to `max_count` events in global order from `from_position` (inclusive;
@@ -605,54 +755,8 @@ impl Store {
         max_count: usize,
         filter: &ReadFilter,
     ) -> Result<Vec<RecordedEvent>> {
-        let mut out = Vec::new();
-        match direction {
-            Direction::Forwards => {
-                self.scan_forwards(from_position, filter, &mut |e| {
-                    out.push(e);
-                    out.len() < max_count
-                })?;
-            }
-            Direction::Backwards => {
-                let end = self.inner.committed_position();
-                if end == 0 || max_count == 0 {
-                    return Ok(out);
-                }
-                let mut pos = from_position.min(end - 1);
-                while let Some(f) = self.inner.frame_at(pos)? {
-                    let (first, p) = self.inner.decode(f.location)?;
-                    let mut evs = Vec::new();
-                    let mut at = first;
-                    for b in p.batches {
-                        for (i, e) in b.events.into_iter().enumerate() {
-                            if at <= pos
-                                && filter.passes_stream(&b.stream)
-                                && filter.passes_type(&e.event_type)
-                            {
-                                evs.push(RecordedEvent::from_record(
-                                    e,
-                                    &b.stream,
-                                    b.first_version + i as u64,
-                                    at,
-                                ));
-                            }
-                            at += 1;
-                        }
-                    }
-                    for e in evs.into_iter().rev() {
-                        out.push(e);
-                        if out.len() >= max_count {
-                            return Ok(out);
-                        }
-                    }
-                    if first == 0 {
-                        break;
-                    }
-                    pos = first - 1;
-                }
-            }
-        }
-        Ok(out)
+        self.inner
+            .read_all(from_position, direction, max_count, filter)
     }
 
     /// Visits events in global order from `from_position` while `visit` returns true.
@@ -663,47 +767,24 @@ impl Store {
         filter: &ReadFilter,
         visit: &mut dyn FnMut(RecordedEvent) -> bool,
     ) -> Result<u64> {
-        let end = self.inner.committed_position();
-        if from_position >= end {
-            return Ok(from_position);
-        }
-        let Some(f) = self.inner.frame_at(from_position)? else {
-            return Ok(from_position);
-        };
-        let mut scanner = self
-            .inner
-            .reader
-            .scan_from(f.location.segment, f.location.offset);
-        let mut next = from_position;
-        while let Some((loc, h, payload)) = scanner.next_frame()? {
-            if h.first_position >= end {
-                break;
-            }
-            let p = FramePayload::decode(payload, h.event_count)
-                .map_err(|e| corrupted_payload(loc, e))?;
-            let mut at = h.first_position;
-            for b in p.batches {
-                let pass_stream = filter.passes_stream(&b.stream);
-                for (i, e) in b.events.into_iter().enumerate() {
-                    if at >= next {
-                        next = at + 1;
-                        if pass_stream && filter.passes_type(&e.event_type) {
-                            let ev = RecordedEvent::from_record(
-                                e,
-                                &b.stream,
-                                b.first_version + i as u64,
-                                at,
-                            );
-                            if !visit(ev) {
-                                return Ok(next);
-                            }
-                        }
-                    }
-                    at += 1;
-                }
-            }
-        }
-        Ok(next)
+        self.inner.scan_forwards(from_position, filter, visit)
+    }
+
+    /// A subscription to every event (passing `filter`) from `from_position` on: it catches
+    /// up from the log, then waits for new events, with no gap and no duplicate between the
+    /// two. Iterating blocks; see [`crate::AsyncStore`] for a tokio `Stream`.
+    pub fn subscribe_all(&self, from_position: u64, filter: ReadFilter) -> Subscription {
+        Subscription::all(self.inner.clone(), from_position, filter)
+    }
+
+    /// A subscription to one stream from `from_version` on.
+    pub fn subscribe_stream(&self, stream: &str, from_version: u64) -> Result<Subscription> {
+        check_stream_id(stream)?;
+        Ok(Subscription::stream(
+            self.inner.clone(),
+            stream.to_string(),
+            from_version,
+        ))
     }
 
     /// The last version of a stream, or `None` if it does not exist.
@@ -812,10 +893,11 @@ impl Store {
         let Some(tx) = lock(&self.tx).take() else {
             return Ok(());
         };
-        let (ack, done) = oneshot::channel();
-        let _ = tx.blocking_send(Request::Shutdown(ack));
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.notify_waiters();
+        // Dropping the last sender lets the writer drain the queue, sync and stop; it then
+        // drops the indexer's queue, and the indexer checkpoints and stops.
         drop(tx);
-        let _ = done.blocking_recv();
         for t in lock(&self.threads).drain(..) {
             let _ = t.join();
         }

@@ -36,8 +36,6 @@ pub(crate) enum Request {
     },
     /// Periodic fsync for interval durability.
     Tick,
-    /// Flush, sync and stop.
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// Most requests taken into one group.
@@ -70,8 +68,8 @@ enum Prepared {
 
 impl Writer {
     pub fn run(mut self) {
-        let mut shutdown: Option<oneshot::Sender<()>> = None;
-        while shutdown.is_none() {
+        // The loop ends when every sender is gone (the store closed) and the queue is empty.
+        loop {
             let Some(first) = self.rx.blocking_recv() else {
                 break;
             };
@@ -101,16 +99,12 @@ impl Writer {
                         }
                     }
                     Request::Tick => tick = true,
-                    Request::Shutdown(ack) => shutdown = Some(ack),
                 }
             }
             drop(ids);
             let sync = match self.durability {
                 Durability::Always => !summaries.is_empty(),
-                Durability::Interval(d) => {
-                    (tick || shutdown.is_some()) && self.last_sync.elapsed() >= d
-                        || shutdown.is_some()
-                }
+                Durability::Interval(d) => tick && self.last_sync.elapsed() >= d,
                 Durability::Never => false,
             };
             let result = if summaries.is_empty() && !sync {
@@ -160,9 +154,6 @@ impl Writer {
             }
         }
         drop(self.indexer);
-        if let Some(ack) = shutdown {
-            let _ = ack.send(());
-        }
     }
 
     fn heads_of(&self, summaries: &[FrameSummary]) -> Vec<(String, u64)> {

@@ -1,0 +1,197 @@
+//! Subscriptions: catch up from the log, then follow it live.
+//!
+//! A subscription keeps only its next position (or version) and one page of events. It reads
+//! everything, old and new, from the log in order, so the hand-over from catch-up to live
+//! cannot skip or repeat an event; and since it pulls a page at a time, a slow subscriber
+//! holds the same memory as a fast one (backpressure by construction).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::event::{Direction, ReadFilter, RecordedEvent};
+use crate::store::Inner;
+
+/// Events read per page.
+const PAGE_EVENTS: usize = 512;
+/// How long one wait for new events lasts before the subscription looks around again.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+enum Target {
+    All {
+        next_position: u64,
+        filter: ReadFilter,
+    },
+    Stream {
+        stream: String,
+        next_version: u64,
+    },
+}
+
+/// A blocking subscription; iterate it to receive events in order. Iteration ends when the
+/// store closes.
+pub struct Subscription {
+    inner: Arc<Inner>,
+    target: Target,
+    page: VecDeque<RecordedEvent>,
+}
+
+impl Subscription {
+    pub(crate) fn all(inner: Arc<Inner>, from_position: u64, filter: ReadFilter) -> Self {
+        Subscription {
+            inner,
+            target: Target::All {
+                next_position: from_position,
+                filter,
+            },
+            page: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn stream(inner: Arc<Inner>, stream: String, from_version: u64) -> Self {
+        Subscription {
+            inner,
+            target: Target::Stream {
+                stream,
+                next_version: from_version,
+            },
+            page: VecDeque::new(),
+        }
+    }
+
+    /// Reads the next page; returns whether it found anything.
+    fn fill(&mut self) -> Result<bool> {
+        match &mut self.target {
+            Target::All {
+                next_position,
+                filter,
+            } => {
+                let mut page = Vec::new();
+                let next = self.inner.scan_forwards(*next_position, filter, &mut |e| {
+                    page.push(e);
+                    page.len() < PAGE_EVENTS
+                })?;
+                // Filtered-out events still advance the position.
+                *next_position = next.max(*next_position);
+                let found = !page.is_empty();
+                self.page.extend(page);
+                Ok(found)
+            }
+            Target::Stream {
+                stream,
+                next_version,
+            } => {
+                let page = self.inner.read_stream(
+                    stream,
+                    *next_version,
+                    Direction::Forwards,
+                    PAGE_EVENTS,
+                )?;
+                if let Some(last) = page.last() {
+                    *next_version = last.version + 1;
+                }
+                let found = !page.is_empty();
+                self.page.extend(page);
+                Ok(found)
+            }
+        }
+    }
+
+    /// The next event, waiting at most `timeout` for one. `Ok(None)` means none arrived in
+    /// time (or the store closed: see [`Subscription::is_closed`]).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.page.pop_front() {
+                return Ok(Some(e));
+            }
+            let seen = self.inner.committed_position();
+            if self.fill()? {
+                continue;
+            }
+            if self.is_closed() {
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.inner.wait_for_commit(seen, left.min(WAIT_SLICE));
+        }
+    }
+
+    /// Whether the store has closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<RecordedEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.next_timeout(WAIT_SLICE) {
+                Ok(Some(e)) => return Some(Ok(e)),
+                Ok(None) if self.is_closed() => return None,
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// A subscription as a tokio `Stream`. A dedicated thread pulls events and hands them over
+/// through a bounded channel, so the runtime never blocks and a slow consumer holds the
+/// producer back instead of buffering without bound.
+pub struct SubscriptionStream {
+    rx: mpsc::Receiver<Result<RecordedEvent>>,
+}
+
+/// Events buffered between the pulling thread and the async consumer.
+const STREAM_BUFFER_EVENTS: usize = 256;
+
+impl SubscriptionStream {
+    pub(crate) fn spawn(mut sub: Subscription) -> Result<Self> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER_EVENTS);
+        std::thread::Builder::new()
+            .name("orchestrix-subscription".into())
+            .spawn(move || loop {
+                if tx.is_closed() {
+                    return;
+                }
+                match sub.next_timeout(WAIT_SLICE) {
+                    Ok(Some(e)) => {
+                        if tx.blocking_send(Ok(e)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) if sub.is_closed() => return,
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| crate::StoreError::Io {
+                path: "<subscription thread>".into(),
+                source,
+            })?;
+        Ok(SubscriptionStream { rx })
+    }
+}
+
+impl futures_core::Stream for SubscriptionStream {
+    type Item = Result<RecordedEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
