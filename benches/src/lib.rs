@@ -1,1 +1,1 @@
-
+//! Benchmarks of Orchestrix live in `benches/`; this crate has no library code of its own.

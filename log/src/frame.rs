@@ -4,7 +4,7 @@
 //! |-------:|-----:|------------------|-------------------------------------------------------|
 //! |      0 |    4 | `magic`          | [`FRAME_MAGIC`], finds frame starts when scanning       |
 //! |      4 |    4 | `payload_len`    | length of the payload in bytes, <= [`FRAME_PAYLOAD_SIZE_MAX`] |
-//! |      8 |    4 | `crc`            | CRC32 of bytes 4..8 and 12..24+payload_len            |
+//! |      8 |    4 | `crc`            | CRC32 of bytes 4..8 and 12..32+payload_len            |
 //! |     12 |    8 | `first_position` | global position of the frame's first event            |
 //! |     20 |    8 | `durable_position` | the log's durable end when this frame was written   |
 //! |     28 |    4 | `event_count`    | number of events in the frame, >= 1                   |

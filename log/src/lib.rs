@@ -14,6 +14,7 @@ mod log;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod testing;
 
 pub use crate::error::{LogError, Result};
 pub use crate::frame::FrameHeader;

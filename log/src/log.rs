@@ -120,6 +120,12 @@ pub struct LogWriter {
     /// Position up to which the log is known durable.
     durable_position: u64,
     poisoned: bool,
+    /// Segments sealed by a roll since the last commit, with their final sizes. Readers keep
+    /// seeing their last committed end until the next commit publishes these.
+    sealed_unpublished: Vec<(Arc<SegmentHandle>, u64)>,
+    /// Segments created by a roll since the last commit; readers learn of them at the next
+    /// commit, after the final ends of the segments before them.
+    created_unpublished: Vec<Arc<SegmentHandle>>,
 }
 
 fn corrupted(segment: &str, offset: u64, reason: impl Into<String>) -> LogError {
@@ -151,7 +157,17 @@ pub fn open(
             max: config.segment_size_bytes_max,
         });
     }
+    let created = !vfs.exists(dir);
     vfs.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
+    if created {
+        // A new directory is itself an entry of its parent: without this, a power loss can
+        // take the whole log, acknowledged appends included, with it.
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        vfs.sync_dir(parent).map_err(|e| LogError::io(parent, e))?;
+    }
     let shared = Arc::new(Shared {
         vfs: vfs.clone(),
         dir: dir.to_path_buf(),
@@ -339,6 +355,17 @@ pub fn open(
 
     let active = handles[last_index].clone();
     let written = active.end.load(Ordering::Relaxed);
+    // The previous process may have died after writing frames but before syncing them, or
+    // after creating the newest segment but before syncing the directory. Recovered frames
+    // count as durable from here on (the writer records that in the next frame's
+    // `durable_position`, which recovery trusts), so make them, and every segment's directory
+    // entry, durable before anything new is written.
+    let active_path = dir.join(&active.name);
+    active
+        .file
+        .sync_data()
+        .map_err(|e| LogError::io(&active_path, e))?;
+    vfs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     for h in handles {
         publish_segment(&shared, h);
     }
@@ -427,6 +454,8 @@ impl LogWriter {
             next_position,
             durable_position: next_position,
             poisoned: false,
+            sealed_unpublished: Vec::new(),
+            created_unpublished: Vec::new(),
         }
     }
 
@@ -522,13 +551,15 @@ impl LogWriter {
     fn roll(&mut self) -> Result<()> {
         self.write_buffer()?;
         self.sync_active()?;
-        self.active.end.store(self.written, Ordering::Release);
         // `next_position` has not been advanced for the frame being placed, so it is the first
         // position of the new segment.
         let handle = create_segment(&self.shared, self.next_position)?;
         self.durable_position = self.next_position;
-        publish_segment(&self.shared, handle.clone());
-        self.active = handle;
+        // The frames just written to the old segment are not committed yet: publishing its
+        // final end (or the new segment) now would let readers see them before `commit`.
+        let sealed = std::mem::replace(&mut self.active, handle.clone());
+        self.sealed_unpublished.push((sealed, self.written));
+        self.created_unpublished.push(handle);
         self.written = SEGMENT_HEADER_SIZE as u64;
         Ok(())
     }
@@ -547,11 +578,24 @@ impl LogWriter {
             self.latch(r)?;
             self.durable_position = self.next_position;
         }
+        self.publish();
+        Ok(())
+    }
+
+    /// Makes everything written so far visible to readers. A sealed segment's final end is
+    /// stored before the segment after it is listed, so a scanner that finds a newer segment
+    /// has already read the old one to its end.
+    fn publish(&mut self) {
+        for (handle, end) in self.sealed_unpublished.drain(..) {
+            handle.end.store(end, Ordering::Release);
+        }
+        for handle in self.created_unpublished.drain(..) {
+            publish_segment(&self.shared, handle);
+        }
         self.active.end.store(self.written, Ordering::Release);
         self.shared
             .committed_position
             .store(self.next_position, Ordering::Release);
-        Ok(())
     }
 
     /// Makes everything written so far durable (for interval durability).
@@ -704,7 +748,7 @@ impl LogScanner {
                 .iter()
                 .find(|s| s.first_position > first)
                 .map(|s| s.first_position);
-            // A newer segment exists only once this one is sealed, so its end is final.
+            // A newer segment is listed only after this one's final end was published.
             let Some(n) = next else { return false };
             if seg.end.load(Ordering::Acquire) != cursor.offset() {
                 return false;

@@ -1,1 +1,914 @@
-fn main() {}
+//! `orchestrix`: the command-line tool of the Orchestrix event store.
+//!
+//! Subcommands: `bench` (throughput and latency of appends, with the raw fdatasync latency of
+//! the same disk for reference), `append`, `read`, `read-all`, `inspect` and `verify`. The
+//! reading and checking subcommands open the directory with `Store::open_existing`, so a
+//! directory that is not a store is reported as such and left untouched. Errors go to stderr
+//! with exit code 1; bad arguments get clap's usage error (exit code 2).
+#![deny(clippy::unwrap_used)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use orchestrix::{
+    Direction, Durability, EventData, ExpectedVersion, Options, ReadFilter, RecordedEvent, Store,
+    StoreError,
+};
+use serde_json::{json, Map, Value};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orchestrix",
+    version,
+    about = "Orchestrix embedded event store tool"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Measure append throughput and latency.
+    Bench(BenchArgs),
+    /// Append one JSON event to a stream (creates the store if missing).
+    Append(AppendArgs),
+    /// Read a stream, one JSON object per line.
+    Read(ReadArgs),
+    /// Read the global log, one JSON object per line.
+    ReadAll(ReadAllArgs),
+    /// Show segments, counts and index state of a store.
+    Inspect(InspectArgs),
+    /// Check every frame's CRC and the index against the log.
+    Verify(VerifyArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SyncMode {
+    /// fdatasync before every acknowledgement.
+    Always,
+    /// fdatasync at most --sync-interval-ms after a write.
+    Interval,
+    /// Never fdatasync.
+    Never,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Store directory (default: a fresh temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Total events to append.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Concurrent writer threads.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    writers: u64,
+    /// Events per append.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: u64,
+    /// Approximate size of each event's JSON data in bytes.
+    #[arg(long, default_value_t = 256)]
+    event_size: usize,
+    /// Streams in total (default: 16 per writer); each writer owns its own streams.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    streams: Option<u64>,
+    /// Durability mode.
+    #[arg(long, value_enum, default_value_t = SyncMode::Always)]
+    sync: SyncMode,
+    /// Sync interval for --sync interval, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    sync_interval_ms: u64,
+    /// Maximum segment size in bytes.
+    #[arg(long)]
+    segment_size: Option<u64>,
+    /// After each acknowledged append, write `stream version position` per event to FILE.
+    #[arg(long)]
+    ack_log: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct AppendArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Stream id.
+    stream: String,
+    /// Event type.
+    #[arg(long = "type")]
+    event_type: String,
+    /// Event data (must be valid JSON).
+    #[arg(long, value_parser = parse_json)]
+    data: Value,
+    /// Expected version: any, no-stream, exists, or a version number.
+    #[arg(long, default_value = "any", value_parser = parse_expected)]
+    expected: ExpectedVersion,
+}
+
+#[derive(Args, Debug)]
+struct ReadArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Stream id.
+    stream: String,
+    /// First version to read (default: the start, or the end with --backwards).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Read newest first.
+    #[arg(long)]
+    backwards: bool,
+    /// Maximum number of events.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct ReadAllArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// First position to read (default: the start, or the end with --backwards).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Only events of this type (repeatable).
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// Only streams whose id starts with this.
+    #[arg(long)]
+    stream_prefix: Option<String>,
+    /// Read newest first.
+    #[arg(long)]
+    backwards: bool,
+    /// Maximum number of events.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Store directory.
+    dir: PathBuf,
+}
+
+/// A failure to report on stderr.
+#[derive(Debug)]
+enum CliError {
+    Msg(String),
+    /// stdout was closed (e.g. piped into `head`): stop quietly.
+    BrokenPipe,
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Msg(describe(&e))
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::BrokenPipe
+        } else {
+            CliError::Msg(format!("i/o error: {e}"))
+        }
+    }
+}
+
+type CliResult<T = ()> = Result<T, CliError>;
+
+fn msg(s: impl Into<String>) -> CliError {
+    CliError::Msg(s.into())
+}
+
+fn describe(e: &StoreError) -> String {
+    match e {
+        StoreError::WrongExpectedVersion {
+            stream,
+            expected,
+            current,
+        } => {
+            let want = match expected {
+                ExpectedVersion::Any => "any version".to_string(),
+                ExpectedVersion::NoStream => "no stream".to_string(),
+                ExpectedVersion::StreamExists => "an existing stream".to_string(),
+                ExpectedVersion::Exact(v) => format!("version {v}"),
+            };
+            let have = match current {
+                None => "the stream does not exist".to_string(),
+                Some(v) => format!("its current version is {v}"),
+            };
+            format!("wrong expected version on stream {stream:?}: expected {want}, but {have}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
+    match s {
+        "any" => Ok(ExpectedVersion::Any),
+        "no-stream" => Ok(ExpectedVersion::NoStream),
+        "exists" => Ok(ExpectedVersion::StreamExists),
+        n => n.parse::<u64>().map(ExpectedVersion::Exact).map_err(|_| {
+            format!("expected `any`, `no-stream`, `exists` or a version number, got {n:?}")
+        }),
+    }
+}
+
+fn parse_json(s: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(a) => bench(a),
+        Command::Append(a) => append(a),
+        Command::Read(a) => read(a),
+        Command::ReadAll(a) => read_all(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Verify(a) => verify(a),
+    };
+    match result {
+        Ok(()) | Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(CliError::Msg(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_existing(dir: &Path) -> CliResult<Store> {
+    Ok(Store::open_existing(dir, Options::default())?)
+}
+
+// ---------------------------------------------------------------------------------------
+// append / read / read-all
+
+fn append(a: AppendArgs) -> CliResult {
+    let store = Store::open_with(&a.dir, Options::default())?;
+    let data = serde_json::to_vec(&a.data).map_err(|e| msg(format!("encoding data: {e}")))?;
+    let r = store.append(
+        &a.stream,
+        a.expected,
+        vec![EventData::json(a.event_type, data)],
+    )?;
+    store.close()?;
+    let version = r
+        .streams
+        .first()
+        .map(|s| s.1)
+        .ok_or_else(|| msg("the store returned no stream for the append"))?;
+    let line = json!({
+        "position": r.first_position,
+        "stream": a.stream,
+        "version": version,
+        "already_stored": r.already_stored,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+const PAGE: u64 = 1000;
+
+fn read(a: ReadArgs) -> CliResult {
+    let store = open_existing(&a.dir)?;
+    let dir = if a.backwards {
+        Direction::Backwards
+    } else {
+        Direction::Forwards
+    };
+    let mut next = a.from.unwrap_or(if a.backwards { u64::MAX } else { 0 });
+    let mut left = a.limit.unwrap_or(u64::MAX);
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        let n = usize::try_from(left.min(PAGE)).unwrap_or(PAGE as usize);
+        let page = store.read_stream(&a.stream, next, dir, n)?;
+        let Some(last) = page.last() else { break };
+        let last_version = last.version;
+        for e in &page {
+            writeln!(out, "{}", event_json(e))?;
+        }
+        left = left.saturating_sub(page.len() as u64);
+        next = match dir {
+            Direction::Forwards => match last_version.checked_add(1) {
+                Some(v) => v,
+                None => break,
+            },
+            Direction::Backwards => match last_version.checked_sub(1) {
+                Some(v) => v,
+                None => break,
+            },
+        };
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn read_all(a: ReadAllArgs) -> CliResult {
+    let store = open_existing(&a.dir)?;
+    let filter = ReadFilter {
+        event_types: a.types,
+        stream_prefix: a.stream_prefix,
+    };
+    let dir = if a.backwards {
+        Direction::Backwards
+    } else {
+        Direction::Forwards
+    };
+    let mut next = a.from.unwrap_or(if a.backwards { u64::MAX } else { 0 });
+    let mut left = a.limit.unwrap_or(u64::MAX);
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        let n = usize::try_from(left.min(PAGE)).unwrap_or(PAGE as usize);
+        let page = store.read_all(next, dir, n, &filter)?;
+        let Some(last) = page.last() else { break };
+        let last_position = last.position;
+        for e in &page {
+            writeln!(out, "{}", event_json(e))?;
+        }
+        left = left.saturating_sub(page.len() as u64);
+        next = match dir {
+            Direction::Forwards => match last_position.checked_add(1) {
+                Some(p) => p,
+                None => break,
+            },
+            Direction::Backwards => match last_position.checked_sub(1) {
+                Some(p) => p,
+                None => break,
+            },
+        };
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn event_json(e: &RecordedEvent) -> Value {
+    let mut metadata = Map::new();
+    for (k, v) in &e.metadata {
+        metadata.insert(k.clone(), Value::String(v.clone()));
+    }
+    json!({
+        "position": e.position,
+        "stream": e.stream,
+        "version": e.version,
+        "id": e.id.to_string(),
+        "type": e.event_type,
+        "source": e.source,
+        "subject": e.subject,
+        "time": format_time(e.time_unix_nanos),
+        "datacontenttype": e.data_content_type,
+        "dataschema": e.data_schema,
+        "correlation_id": e.correlation_id,
+        "causation_id": e.causation_id,
+        "metadata": Value::Object(metadata),
+        "data": data_json(e),
+    })
+}
+
+/// JSON data inline when it is JSON and parses; else a string if UTF-8; else a byte array.
+fn data_json(e: &RecordedEvent) -> Value {
+    if e.is_json() {
+        if let Ok(v) = serde_json::from_slice::<Value>(&e.data) {
+            return v;
+        }
+    }
+    match std::str::from_utf8(&e.data) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => Value::Array(e.data.iter().map(|b| Value::from(*b)).collect()),
+    }
+}
+
+/// RFC 3339 with nanoseconds, UTC. Times before 1970 are formatted by hand because
+/// humantime only handles times after the epoch.
+fn format_time(nanos: i64) -> String {
+    if let Ok(n) = u64::try_from(nanos) {
+        return humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(n)).to_string();
+    }
+    let secs = nanos.div_euclid(1_000_000_000);
+    let sub = nanos.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{sub:09}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+// ---------------------------------------------------------------------------------------
+// inspect / verify
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn inspect(a: InspectArgs) -> CliResult {
+    let store = open_existing(&a.dir)?;
+    let info = store.info()?;
+    store.close()?;
+    let segment_bytes: u64 = info.segments.iter().map(|s| s.2).sum();
+    let total = dir_size(&a.dir);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = json!({
+            "dir": a.dir.display().to_string(),
+            "events": info.events,
+            "streams": info.streams,
+            "segments": info.segments.iter().map(|(name, first, bytes)| json!({
+                "name": name, "first_position": first, "bytes": bytes,
+            })).collect::<Vec<_>>(),
+            "segment_bytes": segment_bytes,
+            "total_bytes": total,
+            "index_checkpoint": info.index_checkpoint.map(|c| json!({
+                "segment": c.segment, "offset": c.offset, "next_position": c.next_position,
+            })),
+            "index": {
+                "frames": info.index.frames,
+                "stream_batches": info.index.stream_batches,
+                "streams": info.index.streams,
+                "event_ids": info.index.event_ids,
+            },
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out, "store:      {}", a.dir.display())?;
+        writeln!(out, "events:     {}", info.events)?;
+        writeln!(out, "streams:    {}", info.streams)?;
+        writeln!(
+            out,
+            "size:       {} total, {} in segments",
+            human_bytes(total),
+            human_bytes(segment_bytes)
+        )?;
+        writeln!(out, "segments:   {}", info.segments.len())?;
+        for (name, first, bytes) in &info.segments {
+            writeln!(
+                out,
+                "  {name}  first position {first:>12}  {:>10}",
+                human_bytes(*bytes)
+            )?;
+        }
+        match info.index_checkpoint {
+            Some(c) => writeln!(
+                out,
+                "index checkpoint: segment {} offset {} next position {}",
+                c.segment, c.offset, c.next_position
+            )?,
+            None => writeln!(out, "index checkpoint: none")?,
+        }
+        writeln!(
+            out,
+            "index tables: {} frames, {} stream batches, {} streams, {} event ids",
+            info.index.frames, info.index.stream_batches, info.index.streams, info.index.event_ids
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+fn verify(a: VerifyArgs) -> CliResult {
+    let store = open_existing(&a.dir)?;
+    let n = store.verify()?;
+    store.close()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ok: {n} events verified")?;
+    out.flush()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// bench
+
+fn new_hist() -> CliResult<Histogram<u64>> {
+    // 1 ns to 1 hour; saturating_record clamps anything beyond.
+    Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+        .map_err(|e| msg(format!("histogram: {e}")))
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// JSON data of about `size` bytes.
+fn payload(writer: u64, seq: u64, size: usize) -> Vec<u8> {
+    let base = format!("{{\"writer\":{writer},\"seq\":{seq},\"pad\":\"\"}}");
+    let pad = size.saturating_sub(base.len());
+    format!(
+        "{{\"writer\":{writer},\"seq\":{seq},\"pad\":\"{}\"}}",
+        "x".repeat(pad)
+    )
+    .into_bytes()
+}
+
+/// Latency of appending 4 KiB and fdatasync to a scratch file in `dir`, 200 times.
+fn fsync_reference(dir: &Path) -> CliResult<Histogram<u64>> {
+    let path = dir.join(format!(
+        ".orchestrix-bench-fsync-{}.tmp",
+        std::process::id()
+    ));
+    let mut hist = new_hist()?;
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        let block = [0xA5u8; 4096];
+        for _ in 0..200 {
+            let t = Instant::now();
+            f.write_all(&block)?;
+            f.sync_data()?;
+            hist.saturating_record(t.elapsed().as_nanos() as u64);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result.map_err(|e| msg(format!("fdatasync reference on {}: {e}", path.display())))?;
+    Ok(hist)
+}
+
+struct Progress {
+    done: AtomicU64,
+    stop: AtomicBool,
+}
+
+fn draw_progress(done: u64, total: u64, started: Instant) {
+    const WIDTH: u64 = 40;
+    let filled = (done.saturating_mul(WIDTH) / total.max(1)).min(WIDTH);
+    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let bar: String = (0..WIDTH)
+        .map(|i| if i < filled { '#' } else { '-' })
+        .collect();
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{bar}] {done}/{total} {:5.1}% {rate:>10.0} ev/s",
+        done as f64 * 100.0 / total.max(1) as f64
+    );
+    let _ = err.flush();
+}
+
+fn bench(a: BenchArgs) -> CliResult {
+    let streams = a.streams.unwrap_or(a.writers.saturating_mul(16));
+    if streams < a.writers {
+        return Err(msg(format!(
+            "--streams ({streams}) must be at least --writers ({}) so that each writer owns its streams",
+            a.writers
+        )));
+    }
+    let _temp;
+    let dir = match &a.dir {
+        Some(d) => d.clone(),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("orchestrix-bench-")
+                .tempdir()
+                .map_err(|e| msg(format!("creating a temporary directory: {e}")))?;
+            let p = t.path().to_path_buf();
+            eprintln!("using temporary directory {}", p.display());
+            _temp = t;
+            p
+        }
+    };
+    let durability = match a.sync {
+        SyncMode::Always => Durability::Always,
+        SyncMode::Interval => Durability::Interval(Duration::from_millis(a.sync_interval_ms)),
+        SyncMode::Never => Durability::Never,
+    };
+    let mut options = Options {
+        durability,
+        ..Options::default()
+    };
+    if let Some(s) = a.segment_size {
+        options.segment_size_bytes_max = s;
+    }
+    let ack_log = match &a.ack_log {
+        Some(p) => Some(Mutex::new(BufWriter::new(
+            File::create(p).map_err(|e| msg(format!("creating ack log {}: {e}", p.display())))?,
+        ))),
+        None => None,
+    };
+    let store = Store::open_with(&dir, options)?;
+
+    let progress = Progress {
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    };
+    let show_progress = std::io::stderr().is_terminal() && a.events > 0;
+    let failed = AtomicBool::new(false);
+    let payload_bytes = AtomicU64::new(0);
+    let started = Instant::now();
+    let results: Vec<CliResult<Histogram<u64>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..a.writers)
+            .map(|w| {
+                let store = &store;
+                let progress = &progress;
+                let failed = &failed;
+                let payload_bytes = &payload_bytes;
+                let ack_log = ack_log.as_ref();
+                let a = &a;
+                s.spawn(move || {
+                    let r = bench_writer(
+                        store,
+                        a,
+                        w,
+                        streams,
+                        progress,
+                        failed,
+                        payload_bytes,
+                        ack_log,
+                    );
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let drawer = show_progress.then(|| {
+            let progress = &progress;
+            let total = a.events;
+            s.spawn(move || {
+                while !progress.stop.load(Ordering::Relaxed) {
+                    draw_progress(progress.done.load(Ordering::Relaxed), total, started);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                draw_progress(progress.done.load(Ordering::Relaxed), total, started);
+                eprintln!();
+            })
+        });
+        let results = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(msg("a writer thread panicked")))
+            })
+            .collect();
+        progress.stop.store(true, Ordering::Relaxed);
+        if let Some(d) = drawer {
+            let _ = d.join();
+        }
+        results
+    });
+    let elapsed = started.elapsed();
+    let mut hist = new_hist()?;
+    for r in results {
+        hist.add(r?)
+            .map_err(|e| msg(format!("merging histograms: {e}")))?;
+    }
+    store.close()?;
+    drop(store);
+    let fsync = fsync_reference(&dir)?;
+
+    let events = progress.done.load(Ordering::Relaxed);
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let bytes = payload_bytes.load(Ordering::Relaxed);
+    let events_per_sec = events as f64 / secs;
+    let mb_per_sec = bytes as f64 / secs / 1e6;
+    let sync = match a.sync {
+        SyncMode::Always => "always".to_string(),
+        SyncMode::Interval => format!("interval({}ms)", a.sync_interval_ms),
+        SyncMode::Never => "never".to_string(),
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = json!({
+            "dir": dir.display().to_string(),
+            "temporary_dir": a.dir.is_none(),
+            "events": events,
+            "writers": a.writers,
+            "batch": a.batch,
+            "event_size": a.event_size,
+            "streams": streams,
+            "sync": sync,
+            "appends": hist.len(),
+            "elapsed_secs": secs,
+            "events_per_sec": events_per_sec,
+            "payload_bytes": bytes,
+            "mb_per_sec": mb_per_sec,
+            "append_latency_us": {
+                "p50": us(hist.value_at_quantile(0.5)),
+                "p99": us(hist.value_at_quantile(0.99)),
+                "p999": us(hist.value_at_quantile(0.999)),
+                "max": us(hist.max()),
+                "mean": hist.mean() / 1000.0,
+            },
+            "fdatasync_4k_us": {
+                "samples": fsync.len(),
+                "p50": us(fsync.value_at_quantile(0.5)),
+                "p99": us(fsync.value_at_quantile(0.99)),
+            },
+        });
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "orchestrix bench: {events} events, {} writers, batch {}, ~{} B/event, {streams} streams, sync {sync}",
+            a.writers, a.batch, a.event_size
+        )?;
+        writeln!(
+            out,
+            "dir:         {}{}",
+            dir.display(),
+            if a.dir.is_none() {
+                " (temporary, removed)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            out,
+            "throughput:  {events_per_sec:.0} events/s, {mb_per_sec:.2} MB/s payload ({:.2} s)",
+            secs
+        )?;
+        writeln!(
+            out,
+            "append latency ({} appends): p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
+            hist.len(),
+            us(hist.value_at_quantile(0.5)),
+            us(hist.value_at_quantile(0.99)),
+            us(hist.value_at_quantile(0.999)),
+            us(hist.max())
+        )?;
+        writeln!(
+            out,
+            "reference:   raw 4 KiB write + fdatasync on this disk: p50 {:.1} µs  p99 {:.1} µs ({} samples)",
+            us(fsync.value_at_quantile(0.5)),
+            us(fsync.value_at_quantile(0.99)),
+            fsync.len()
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_writer(
+    store: &Store,
+    a: &BenchArgs,
+    w: u64,
+    streams: u64,
+    progress: &Progress,
+    failed: &AtomicBool,
+    payload_bytes: &AtomicU64,
+    ack_log: Option<&Mutex<BufWriter<File>>>,
+) -> CliResult<Histogram<u64>> {
+    let mut hist = new_hist()?;
+    let share = a.events / a.writers + u64::from(w < a.events % a.writers);
+    // This writer owns streams w, w + W, w + 2W, ... and tracks their versions itself.
+    let mut owned: Vec<(String, Option<u64>)> = Vec::new();
+    let mut k = w;
+    while k < streams {
+        let name = format!("bench-{k}");
+        let head = store.stream_head(&name)?;
+        owned.push((name, head));
+        k += a.writers;
+    }
+    let mut written = 0u64;
+    let mut turn = 0usize;
+    while written < share {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(hist);
+        }
+        let n = a.batch.min(share - written);
+        let slot = turn % owned.len();
+        turn += 1;
+        let (name, head) = &mut owned[slot];
+        let mut bytes = 0u64;
+        let events: Vec<EventData> = (0..n)
+            .map(|i| {
+                let data = payload(w, written + i, a.event_size);
+                bytes += data.len() as u64;
+                EventData::json("BenchEvent", data)
+            })
+            .collect();
+        let expected = match *head {
+            None => ExpectedVersion::NoStream,
+            Some(v) => ExpectedVersion::Exact(v),
+        };
+        let t = Instant::now();
+        let r = store.append(name, expected, events)?;
+        hist.saturating_record(t.elapsed().as_nanos() as u64);
+        let (first_version, last_version) = r
+            .streams
+            .first()
+            .map(|s| (s.1, s.2))
+            .ok_or_else(|| msg("the store returned no stream for an append"))?;
+        *head = Some(last_version);
+        if let Some(log) = ack_log {
+            let mut log = log.lock().map_err(|_| msg("ack log lock poisoned"))?;
+            let mut line = String::new();
+            for i in 0..n {
+                line.push_str(&format!(
+                    "{name} {} {}\n",
+                    first_version + i,
+                    r.first_position + i
+                ));
+            }
+            log.write_all(line.as_bytes())
+                .and_then(|()| log.flush())
+                .map_err(|e| msg(format!("writing the ack log: {e}")))?;
+        }
+        written += n;
+        payload_bytes.fetch_add(bytes, Ordering::Relaxed);
+        progress.done.fetch_add(n, Ordering::Relaxed);
+    }
+    Ok(hist)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_as_rfc3339_nanos_including_before_the_epoch() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(format_time(1), "1970-01-01T00:00:00.000000001Z");
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            format_time(951_782_400_123_000_000),
+            "2000-02-29T00:00:00.123000000Z"
+        );
+        assert_eq!(
+            format_time(-86_400_000_000_000),
+            "1969-12-31T00:00:00.000000000Z"
+        );
+        assert_eq!(format_time(i64::MIN), "1677-09-21T00:12:43.145224192Z");
+        assert_eq!(format_time(i64::MAX), "2262-04-11T23:47:16.854775807Z");
+    }
+
+    #[test]
+    fn expected_versions_parse() {
+        assert_eq!(parse_expected("any"), Ok(ExpectedVersion::Any));
+        assert_eq!(parse_expected("no-stream"), Ok(ExpectedVersion::NoStream));
+        assert_eq!(parse_expected("exists"), Ok(ExpectedVersion::StreamExists));
+        assert_eq!(parse_expected("7"), Ok(ExpectedVersion::Exact(7)));
+        assert!(parse_expected("-1").is_err());
+    }
+
+    #[test]
+    fn payload_is_json_of_about_the_size() {
+        let p = payload(3, 42, 256);
+        assert_eq!(p.len(), 256);
+        assert!(serde_json::from_slice::<Value>(&p).is_ok());
+    }
+}
