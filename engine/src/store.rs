@@ -167,11 +167,18 @@ impl Inner {
             .unwrap_or_default();
         let backwards = dir == Direction::Backwards;
         let mut all = self.index.stream_batches(stream, from, backwards, limit)?;
+        // Forwards, a full page from the index may stop short of the recent batches (which are
+        // newer than everything indexed): take recent ones only up to the page's end, so the
+        // caller's next page continues without a gap.
+        let page_end = match all.last() {
+            Some(b) if !backwards && all.len() >= limit => b.first_version,
+            _ => u64::MAX,
+        };
         all.extend(recent.into_iter().filter(|b| {
             if backwards {
                 b.first_version <= from
             } else {
-                b.first_version + u64::from(b.count) > from
+                b.first_version + u64::from(b.count) > from && b.first_version <= page_end
             }
         }));
         all.sort_by_key(|b| b.first_version);

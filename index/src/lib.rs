@@ -124,7 +124,27 @@ pub struct Index {
 impl Index {
     /// Opens or creates the index file.
     pub fn open(path: &Path) -> Result<Index> {
-        let db = Database::create(path).map_err(db_err)?;
+        // redb panics on some kinds of damage (a truncated file, zeroed pages) instead of
+        // returning an error. The index is derived data, so any failure here, panic or error,
+        // becomes an error that makes the caller rebuild it from the log.
+        match std::panic::catch_unwind(|| Self::open_checked(path)) {
+            Ok(r) => r,
+            Err(_) => Err(IndexError::Db(format!(
+                "index file {} is damaged (the database engine panicked while opening it)",
+                path.display()
+            ))),
+        }
+    }
+
+    fn open_checked(path: &Path) -> Result<Index> {
+        let mut db = Database::create(path).map_err(db_err)?;
+        // Verifies every page's checksum; damage at rest is found here, not in a later read.
+        if !db.check_integrity().map_err(db_err)? {
+            return Err(IndexError::Db(format!(
+                "index file {} failed its integrity check",
+                path.display()
+            )));
+        }
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(FRAMES).map_err(db_err)?;
