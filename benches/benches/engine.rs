@@ -49,7 +49,11 @@ fn reads(c: &mut Criterion) {
                 ExpectedVersion::Exact(v - 1)
             };
             store
-                .append(&format!("s-{s}"), expected, vec![EventData::json("E", data.clone())])
+                .append(
+                    &format!("s-{s}"),
+                    expected,
+                    vec![EventData::json("E", data.clone())],
+                )
                 .expect("append");
         }
     }

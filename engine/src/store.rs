@@ -284,6 +284,9 @@ impl Inner {
         filter: &ReadFilter,
     ) -> Result<Vec<RecordedEvent>> {
         let mut out = Vec::new();
+        if max_count == 0 {
+            return Ok(out);
+        }
         match direction {
             Direction::Forwards => {
                 self.scan_forwards(from_position, filter, &mut |e| {
