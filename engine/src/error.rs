@@ -64,6 +64,10 @@ pub enum StoreError {
         "the store is read-only after an earlier write or fsync failure; reopen it to recover"
     )]
     Poisoned,
+    /// The write or fsync of the group holding this append failed (the first append of the
+    /// group gets the underlying error itself); the store is now read-only until reopened.
+    #[error("the write of this append failed ({0}); the store is now read-only until reopened")]
+    WriteFailed(String),
     /// The store is closed.
     #[error("the store is closed")]
     Closed,

@@ -3,15 +3,15 @@
 //! Readers consult it first, then the persistent index, so a read never misses an
 //! acknowledged event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use orchestrix_index::{BatchEntry, FrameEntry, FrameSummary};
 
 #[derive(Default)]
 pub(crate) struct Recent {
     pub frames: BTreeMap<u64, FrameEntry>,
-    pub batches: HashMap<String, Vec<BatchEntry>>,
-    pub ids: HashMap<[u8; 16], u64>,
+    /// Per stream, in version order (frames are added and removed in log order).
+    pub batches: HashMap<String, VecDeque<BatchEntry>>,
 }
 
 impl Recent {
@@ -25,18 +25,19 @@ impl Recent {
             },
         );
         for b in &f.batches {
-            self.batches
-                .entry(b.stream.clone())
-                .or_default()
-                .push(BatchEntry {
-                    first_version: b.first_version,
-                    first_position: b.first_position,
-                    count: b.count,
-                    location: f.location,
-                });
-        }
-        for (id, p) in &f.ids {
-            self.ids.insert(*id, *p);
+            let entry = BatchEntry {
+                first_version: b.first_version,
+                first_position: b.first_position,
+                count: b.count,
+                location: f.location,
+            };
+            match self.batches.get_mut(&b.stream) {
+                Some(v) => v.push_back(entry),
+                None => {
+                    self.batches
+                        .insert(b.stream.clone(), VecDeque::from([entry]));
+                }
+            }
         }
     }
 
@@ -46,14 +47,16 @@ impl Recent {
             self.frames.remove(&f.first_position);
             for b in &f.batches {
                 if let Some(v) = self.batches.get_mut(&b.stream) {
-                    v.retain(|e| e.first_position != b.first_position);
+                    while v
+                        .front()
+                        .is_some_and(|e| e.first_position <= b.first_position)
+                    {
+                        v.pop_front();
+                    }
                     if v.is_empty() {
                         self.batches.remove(&b.stream);
                     }
                 }
-            }
-            for (id, _) in &f.ids {
-                self.ids.remove(id);
             }
         }
     }

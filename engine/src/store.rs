@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use orchestrix_index::ids::{IdIndex, IdMap};
 use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index};
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::{Checkpoint, FrameLocation, FramePayload, LogConfig, LogError, LogReader};
@@ -29,6 +30,7 @@ use crate::writer::{AppendPart, Request, Writer};
 
 const LOG_DIR: &str = "log";
 const INDEX_FILE: &str = "index.redb";
+const IDS_DIR: &str = "ids";
 const SNAPSHOT_DIR: &str = "snapshots";
 const LOCK_FILE: &str = "LOCK";
 /// Frames applied to the index per transaction during a rebuild.
@@ -41,6 +43,7 @@ pub(crate) struct Inner {
     pub dir: PathBuf,
     pub reader: LogReader,
     pub index: Index,
+    pub ids: IdIndex,
     pub recent: Mutex<Recent>,
     pub heads: RwLock<HashMap<String, u64>>,
     pub poisoned: AtomicBool,
@@ -59,10 +62,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    pub fn recent_id(&self, id: &[u8; 16]) -> Option<u64> {
-        lock(&self.recent).ids.get(id).copied()
-    }
-
     /// Makes a committed group visible: recent index, heads, committed position.
     pub fn publish(&self, frames: &[FrameSummary], heads: &[(String, u64)], committed: u64) {
         {
@@ -110,11 +109,34 @@ impl Inner {
         *g
     }
 
+    /// The frame holding `position`: from the recent index, or by scanning forwards from the
+    /// sparse index's floor entry.
     fn frame_at(&self, position: u64) -> Result<Option<FrameEntry>> {
         if let Some(f) = lock(&self.recent).frame_at(position) {
             return Ok(Some(f));
         }
-        Ok(self.index.frame_at(position)?)
+        if position >= self.committed_position() {
+            return Ok(None);
+        }
+        let Some(floor) = self.index.frame_floor(position)? else {
+            return Ok(None);
+        };
+        let mut scanner = self
+            .reader
+            .scan_from(floor.location.segment, floor.location.offset);
+        while let Some((loc, h, _)) = scanner.next_frame()? {
+            if h.first_position > position {
+                break;
+            }
+            if position < h.next_position() {
+                return Ok(Some(FrameEntry {
+                    location: loc,
+                    first_position: h.first_position,
+                    event_count: h.event_count,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     fn decode(&self, loc: FrameLocation) -> Result<(u64, FramePayload)> {
@@ -163,7 +185,7 @@ impl Inner {
         let recent: Vec<BatchEntry> = lock(&self.recent)
             .batches
             .get(stream)
-            .cloned()
+            .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
         let backwards = dir == Direction::Backwards;
         let mut all = self.index.stream_batches(stream, from, backwards, limit)?;
@@ -396,7 +418,6 @@ fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
 /// Builds the index summary of a frame read back from the log.
 pub(crate) fn summarize(loc: FrameLocation, first_position: u64, p: &FramePayload) -> FrameSummary {
     let mut batches = Vec::with_capacity(p.batches.len());
-    let mut ids = Vec::new();
     let mut types: Vec<String> = Vec::new();
     let mut min_time = i64::MAX;
     let mut pos = first_position;
@@ -408,7 +429,6 @@ pub(crate) fn summarize(loc: FrameLocation, first_position: u64, p: &FramePayloa
             count: b.events.len() as u32,
         });
         for e in &b.events {
-            ids.push((e.id, pos));
             pos += 1;
             if !types.iter().any(|t| t == &e.event_type) {
                 types.push(e.event_type.clone());
@@ -421,10 +441,31 @@ pub(crate) fn summarize(loc: FrameLocation, first_position: u64, p: &FramePayloa
         first_position,
         event_count: (pos - first_position) as u32,
         batches,
-        ids,
         types,
         min_time_unix_nanos: min_time,
     }
+}
+
+/// Collects the event ids of one segment by scanning it.
+fn scan_segment_ids(reader: &LogReader, segment: u64) -> Result<IdMap> {
+    let mut ids = IdMap::default();
+    let mut scanner =
+        reader.scan_from(segment, orchestrix_log::segment::SEGMENT_HEADER_SIZE as u64);
+    while let Some((loc, h, payload)) = scanner.next_frame()? {
+        if loc.segment != segment {
+            break;
+        }
+        let p =
+            FramePayload::decode(payload, h.event_count).map_err(|e| corrupted_payload(loc, e))?;
+        let mut pos = h.first_position;
+        for b in &p.batches {
+            for e in &b.events {
+                ids.insert(e.id, pos);
+                pos += 1;
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// An embedded event store in one directory.
@@ -461,6 +502,8 @@ pub struct StoreInfo {
     pub index_checkpoint: Option<Checkpoint>,
     /// Index table sizes.
     pub index: orchestrix_index::IndexStats,
+    /// Event-id files (one per sealed segment).
+    pub id_files: usize,
 }
 
 /// What open found and did.
@@ -554,6 +597,7 @@ impl Store {
             let mut batch: Vec<FrameSummary> = Vec::new();
             let mut apply_error: Option<StoreError> = None;
             let mut last_cp = checkpoint;
+            let mut touched: HashMap<String, u64> = HashMap::new();
             let opened = orchestrix_log::open(
                 vfs.clone(),
                 &log_dir,
@@ -568,10 +612,9 @@ impl Store {
                         }
                     })?;
                     for b in &p.batches {
-                        heads.insert(
-                            b.stream.clone(),
-                            b.first_version + b.events.len() as u64 - 1,
-                        );
+                        let last = b.first_version + b.events.len() as u64 - 1;
+                        heads.insert(b.stream.clone(), last);
+                        touched.insert(b.stream.clone(), last);
                     }
                     batch.push(summarize(loc, h.first_position, &p));
                     let cp = Checkpoint {
@@ -581,7 +624,7 @@ impl Store {
                     };
                     last_cp = Some(cp);
                     if batch.len() >= REBUILD_BATCH_FRAMES {
-                        if let Err(e) = index.apply(&batch, cp, false) {
+                        if let Err(e) = index.apply(&batch) {
                             apply_error = Some(e.into());
                             return Err(LogError::Payload("index apply failed".into()));
                         }
@@ -595,11 +638,21 @@ impl Store {
             }
             match opened {
                 Ok((reader, w, report)) => {
-                    if let Some(cp) = last_cp.filter(|_| !batch.is_empty()) {
-                        index.apply(&batch, cp, false)?;
+                    // An index that saw frames the log no longer has (lost in a power loss
+                    // under relaxed durability, then truncated) must not be trusted.
+                    if index.indexed_position()?.unwrap_or(0) > report.next_position && attempt == 1
+                    {
+                        tracing::warn!("index is ahead of the recovered log; rebuilding it");
+                        drop(index);
+                        remove_index(&index_path)?;
+                        rebuilt = true;
+                        continue;
                     }
-                    if report.frames_replayed > 0 {
-                        index.flush()?;
+                    index.apply(&batch)?;
+                    if let Some(cp) = last_cp.filter(|_| report.frames_replayed > 0) {
+                        // The log below `cp` is durable: open synced the recovered tail.
+                        let touched: Vec<(String, u64)> = touched.into_iter().collect();
+                        index.checkpoint_durably(cp, &touched)?;
                     }
                     break (index, reader, w, report, heads);
                 }
@@ -613,12 +666,31 @@ impl Store {
             }
         };
 
+        // Event ids: one file per sealed segment (rebuilt if missing), the active segment's in
+        // the writer's memory.
+        let ids_dir = dir.join(IDS_DIR);
+        let ids = IdIndex::open(&ids_dir)?;
+        let segments: Vec<u64> = reader.segments().iter().map(|s| s.first_position).collect();
+        let (active_segment, sealed) = match segments.split_last() {
+            Some((last, sealed)) => (*last, sealed),
+            None => (0, &[][..]),
+        };
+        ids.retain_segments(sealed);
+        for &s in sealed {
+            if !ids.has_segment(s) {
+                let m = scan_segment_ids(&reader, s)?;
+                ids.write_segment(s, &m)?;
+            }
+        }
+        let active_ids = scan_segment_ids(&reader, active_segment)?;
+
         let committed = reader.committed_position();
         let (watch_tx, _) = watch::channel(committed);
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             reader,
             index,
+            ids,
             recent: Mutex::new(Recent::default()),
             heads: RwLock::new(heads.clone()),
             poisoned: AtomicBool::new(false),
@@ -638,6 +710,9 @@ impl Store {
             inner: inner.clone(),
             rx,
             indexer: itx,
+            active_segment,
+            active_ids,
+            sealing: Vec::new(),
             durability: options.durability,
             last_sync: Instant::now(),
         };
@@ -862,6 +937,7 @@ impl Store {
                 .len() as u64,
             index_checkpoint: self.inner.index.checkpoint()?,
             index: self.inner.index.stats()?,
+            id_files: self.inner.ids.segments().len(),
         })
     }
 
@@ -883,14 +959,26 @@ impl Store {
             }
             let p = FramePayload::decode(payload, h.event_count)
                 .map_err(|e| corrupted_payload(loc, e))?;
-            let indexed = self.inner.frame_at(h.first_position)?;
-            if indexed.map(|f| f.location) != Some(loc) {
-                return Err(StoreError::InvalidInput(format!(
-                    "index disagrees with the log at position {} ({} offset {})",
-                    h.first_position,
-                    orchestrix_log::segment::file_name(loc.segment),
-                    loc.offset
-                )));
+            // Every stream batch of the frame must be indexed at this frame.
+            for b in &p.batches {
+                let found = self.inner.stream_batches(
+                    &b.stream,
+                    b.first_version,
+                    Direction::Forwards,
+                    1,
+                )?;
+                let ok = found
+                    .first()
+                    .is_some_and(|e| e.first_version == b.first_version && e.location == loc);
+                if !ok {
+                    return Err(StoreError::InvalidInput(format!(
+                        "index disagrees with the log: stream {:?} version {} is in {} at offset {}",
+                        b.stream,
+                        b.first_version,
+                        orchestrix_log::segment::file_name(loc.segment),
+                        loc.offset
+                    )));
+                }
             }
             drop(p);
             expected = h.next_position();
@@ -986,64 +1074,92 @@ pub(crate) fn validate_and_convert(
     Ok(out)
 }
 
-/// Applies committed frames to the persistent index behind the writer.
-fn run_indexer(inner: Arc<Inner>, rx: Receiver<Vec<FrameSummary>>, interval: Duration) {
+/// What the writer hands to the indexer.
+pub(crate) enum IndexerMsg {
+    /// Frames committed to the log, in log order.
+    Frames(Vec<FrameSummary>),
+    /// A segment was sealed: write the id file of its events.
+    Sealed(u64, Arc<IdMap>),
+}
+
+/// Applies committed frames to the persistent index behind the writer, writes the id files of
+/// sealed segments, and checkpoints durably about once per `interval`.
+fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) {
     let mut last_durable = Instant::now();
-    let mut dirty = false;
-    let mut last_cp: Option<Checkpoint> = None;
-    loop {
-        let first = match rx.recv_timeout(interval) {
-            Ok(f) => Some(f),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut frames = first.unwrap_or_default();
-        while let Ok(more) = rx.try_recv() {
-            frames.extend(more);
-            if frames.len() > 65_536 {
-                break;
+    let mut pending_cp: Option<Checkpoint> = None;
+    let mut dirty_heads: HashMap<String, u64> = HashMap::new();
+    let mut failed = false;
+    let fail = |inner: &Inner, what: &str, e: &dyn std::fmt::Display| {
+        // The index is derived: reads keep working from the recent index and the log, and
+        // the next open rebuilds what is missing.
+        tracing::error!(error = %e, "{what} failed; it will be rebuilt on the next open");
+        *lock(&inner.index_error) = Some(format!("{what}: {e}"));
+    };
+    let mut open = true;
+    while open {
+        let mut msgs = Vec::new();
+        match rx.recv_timeout(interval) {
+            Ok(m) => msgs.push(m),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
+        }
+        while msgs.len() < 1024 {
+            match rx.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
             }
         }
-        if let Some(last) = frames.last() {
-            last_cp = Some(Checkpoint {
-                segment: last.location.segment,
-                offset: last.location.offset + last.location.len,
-                next_position: last.first_position + u64::from(last.event_count),
-            });
+        let mut frames = Vec::new();
+        for m in msgs {
+            match m {
+                IndexerMsg::Frames(f) => frames.extend(f),
+                IndexerMsg::Sealed(segment, ids) => {
+                    if let Err(e) = inner.ids.write_segment(segment, &ids) {
+                        fail(&inner, "writing an id file", &e);
+                    }
+                }
+            }
         }
-        let Some(cp) = last_cp else { continue };
+        if !frames.is_empty() && !failed {
+            match inner.index.apply(&frames) {
+                Ok(()) => {
+                    lock(&inner.recent).remove(&frames);
+                    for f in &frames {
+                        for b in &f.batches {
+                            dirty_heads
+                                .insert(b.stream.clone(), b.first_version + u64::from(b.count) - 1);
+                        }
+                    }
+                    if let Some(last) = frames.last() {
+                        pending_cp = Some(Checkpoint {
+                            segment: last.location.segment,
+                            offset: last.location.offset + last.location.len,
+                            next_position: last.first_position + u64::from(last.event_count),
+                        });
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    fail(&inner, "index apply", &e);
+                }
+            }
+        }
         // A checkpoint may become durable only once the log below it is durable.
-        let log_durable = inner.durable_position.load(Ordering::Acquire) >= cp.next_position;
-        let durable =
-            log_durable && last_durable.elapsed() >= interval && (dirty || !frames.is_empty());
-        if frames.is_empty() && !durable {
-            continue;
-        }
-        match inner.index.apply(&frames, cp, durable) {
-            Ok(()) => {
-                lock(&inner.recent).remove(&frames);
-                dirty = !durable;
-                if durable {
-                    last_durable = Instant::now();
+        if let Some(cp) = pending_cp {
+            let log_durable = inner.durable_position.load(Ordering::Acquire) >= cp.next_position;
+            if log_durable && (last_durable.elapsed() >= interval || !open) {
+                let heads: Vec<(String, u64)> = dirty_heads.drain().collect();
+                match inner.index.checkpoint_durably(cp, &heads) {
+                    Ok(()) => {
+                        pending_cp = None;
+                        last_durable = Instant::now();
+                    }
+                    Err(e) => {
+                        failed = true;
+                        fail(&inner, "index checkpoint", &e);
+                    }
                 }
             }
-            Err(e) => {
-                // The index is derived: keep serving reads from the recent index, and let the
-                // next open rebuild it.
-                tracing::error!(error = %e, "index apply failed; it will be rebuilt on the next open");
-                *lock(&inner.index_error) = Some(e.to_string());
-                // Keep frames in `recent` so reads stay correct; stop applying.
-                for f in rx.iter() {
-                    drop(f);
-                }
-                return;
-            }
-        }
-    }
-    // Final durable checkpoint at shutdown if the log is durable up to it.
-    if let Some(cp) = last_cp {
-        if inner.durable_position.load(Ordering::Acquire) >= cp.next_position {
-            let _ = inner.index.apply(&[], cp, true);
         }
     }
 }

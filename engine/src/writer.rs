@@ -11,7 +11,8 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Instant;
 
-use orchestrix_index::{BatchSummary, FrameSummary, IdLookup};
+use orchestrix_index::ids::IdMap;
+use orchestrix_index::{BatchSummary, FrameSummary};
 use orchestrix_log::record::encode_payload;
 use orchestrix_log::{EventRecord, LogWriter};
 use tokio::sync::{mpsc, oneshot};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use crate::error::{Result, StoreError};
 use crate::event::{AppendResult, ExpectedVersion};
 use crate::options::Durability;
-use crate::store::Inner;
+use crate::store::{IndexerMsg, Inner};
 
 /// The events one append writes to one stream.
 pub(crate) struct AppendPart {
@@ -48,7 +49,13 @@ pub(crate) struct Writer {
     pub heads: HashMap<String, u64>,
     pub inner: Arc<Inner>,
     pub rx: mpsc::Receiver<Request>,
-    pub indexer: SyncSender<Vec<FrameSummary>>,
+    pub indexer: SyncSender<IndexerMsg>,
+    /// The segment frames are being appended to.
+    pub active_segment: u64,
+    /// Ids of the active segment's events (including this group's), id -> position.
+    pub active_ids: IdMap,
+    /// Ids of sealed segments whose id files are not written yet.
+    pub sealing: Vec<(u64, Arc<IdMap>)>,
     pub durability: Durability,
     pub last_sync: Instant,
 }
@@ -84,12 +91,15 @@ impl Writer {
                 Vec::new();
             let mut summaries = Vec::new();
             let mut placements: HashMap<[u8; 16], Placement> = HashMap::new();
-            let mut ids: Option<IdLookup> = None;
+            let mut sealed_now: Vec<(u64, Arc<IdMap>)> = Vec::new();
             let mut tick = false;
+            let inner = self.inner.clone();
+            self.sealing.retain(|(s, _)| !inner.ids.has_segment(*s));
             for req in group {
                 match req {
                     Request::Append { parts, reply } => {
-                        match self.prepare(parts, &mut summaries, &mut placements, &mut ids) {
+                        match self.prepare(parts, &mut summaries, &mut placements, &mut sealed_now)
+                        {
                             Ok(Prepared::Written(r)) | Ok(Prepared::Repeat(r)) => {
                                 pending.push((reply, r))
                             }
@@ -101,7 +111,6 @@ impl Writer {
                     Request::Tick => tick = true,
                 }
             }
-            drop(ids);
             let sync = match self.durability {
                 Durability::Always => !summaries.is_empty(),
                 Durability::Interval(d) => tick && self.last_sync.elapsed() >= d,
@@ -128,7 +137,10 @@ impl Writer {
                         );
                         // Bounded channel: a lagging indexer slows the writer down instead of
                         // letting memory grow.
-                        let _ = self.indexer.send(summaries);
+                        let _ = self.indexer.send(IndexerMsg::Frames(summaries));
+                    }
+                    for (segment, ids) in sealed_now {
+                        let _ = self.indexer.send(IndexerMsg::Sealed(segment, ids));
                     }
                     for (reply, r) in pending {
                         let _ = reply.send(Ok(r));
@@ -137,8 +149,15 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "log write failed; the store is now read-only");
                     self.inner.poisoned.store(true, Ordering::Release);
+                    // Every append of the failed group learns why; later ones get `Poisoned`.
+                    let reason = e.to_string();
+                    let mut first = Some(e);
                     for (reply, _) in pending {
-                        let _ = reply.send(Err(StoreError::Poisoned));
+                        let err = match first.take() {
+                            Some(e) => StoreError::Log(e),
+                            None => StoreError::WriteFailed(reason.clone()),
+                        };
+                        let _ = reply.send(Err(err));
                     }
                 }
             }
@@ -172,28 +191,29 @@ impl Writer {
         &self,
         id: &[u8; 16],
         placements: &HashMap<[u8; 16], Placement>,
-        ids: &mut Option<IdLookup>,
     ) -> Result<Option<Placement>> {
         if let Some(p) = placements.get(id) {
             return Ok(Some(p.clone()));
         }
-        let recent = self.inner.recent_id(id);
-        let position = match recent {
-            Some(p) => Some(p),
-            None => {
-                if ids.is_none() {
-                    *ids = Some(self.inner.index.id_lookup()?);
-                }
-                match ids {
-                    Some(l) => l.get(id)?,
-                    None => None,
-                }
-            }
-        };
+        let mut position = self.active_ids.get(id).copied();
+        if position.is_none() {
+            position = self.sealing.iter().find_map(|(_, m)| m.get(id).copied());
+        }
+        if position.is_none() {
+            position = self.inner.ids.lookup(id)?;
+        }
         let Some(position) = position else {
             return Ok(None);
         };
         let e = self.inner.read_at(position)?;
+        if e.id.as_bytes() != id {
+            return Err(StoreError::Index(orchestrix_index::IndexError::Db(
+                format!(
+                    "the id index points at position {position}, which holds another event; \
+                 reopen the store to rebuild the index"
+                ),
+            )));
+        }
         Ok(Some(Placement {
             stream: e.stream,
             version: e.version,
@@ -206,7 +226,7 @@ impl Writer {
         parts: Vec<AppendPart>,
         summaries: &mut Vec<FrameSummary>,
         placements: &mut HashMap<[u8; 16], Placement>,
-        ids: &mut Option<IdLookup>,
+        sealed_now: &mut Vec<(u64, Arc<IdMap>)>,
     ) -> Result<Prepared> {
         if self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
@@ -215,7 +235,7 @@ impl Writer {
         let mut found: Vec<Option<Placement>> = Vec::new();
         for p in &parts {
             for e in &p.events {
-                found.push(self.lookup_id(&e.id, placements, ids)?);
+                found.push(self.lookup_id(&e.id, placements)?);
             }
         }
         if found.iter().any(Option::is_some) {
@@ -251,8 +271,14 @@ impl Writer {
                     .map(|(p, &v)| (p.stream.as_str(), v, &p.events[..])),
             )
         })?;
+        if location.segment != self.active_segment {
+            // The log rolled: the ids collected so far belong to the sealed segment.
+            let ids = Arc::new(std::mem::take(&mut self.active_ids));
+            self.sealing.push((self.active_segment, ids.clone()));
+            sealed_now.push((self.active_segment, ids));
+            self.active_segment = location.segment;
+        }
         let mut batches = Vec::with_capacity(parts.len());
-        let mut frame_ids = Vec::with_capacity(event_count);
         let mut types: Vec<String> = Vec::new();
         let mut min_time = i64::MAX;
         let mut position = first_position;
@@ -266,7 +292,7 @@ impl Writer {
                 count: n as u32,
             });
             for (i, e) in p.events.iter().enumerate() {
-                frame_ids.push((e.id, position + i as u64));
+                self.active_ids.insert(e.id, position + i as u64);
                 placements.insert(
                     e.id,
                     Placement {
@@ -289,7 +315,6 @@ impl Writer {
             first_position,
             event_count: event_count as u32,
             batches,
-            ids: frame_ids,
             types,
             min_time_unix_nanos: min_time,
         });

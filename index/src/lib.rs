@@ -1,23 +1,33 @@
 //! The index of Orchestrix: derived from the log, written behind it, rebuildable.
 //!
 //! Tables (redb):
-//! - `frames`: first position of a frame -> (segment, offset, length, event count);
-//!   one entry per append, so locating a position is one range lookup.
+//! - `frames`: first position of a frame -> (segment, offset, length, event count); a sparse
+//!   index (Kafka's `.index`): one entry at the start of each segment and then one per
+//!   [`FRAME_INDEX_INTERVAL_BYTES`] of log, so locating a position is a range lookup plus a
+//!   short scan.
 //! - `stream_batches`: (stream, first version) -> (first position, count, segment, offset,
 //!   length); one entry per stream per append.
-//! - `streams`: stream -> last version (the stream heads, restored on open).
-//! - `event_ids`: event id -> position (idempotency).
-//! - `types`: (event type, frame first position) -> (); one entry per distinct type per frame.
-//! - `times`: (earliest event time in the frame, frame first position) -> ().
-//! - `meta`: the checkpoint: the log position up to which every frame is applied.
+//! - `streams`: stream -> last version (the stream heads, restored on open); written only by
+//!   durable checkpoints, together with the checkpoint.
+//! - `types`: (event type, page) -> (): the 1024-position pages holding events of a type.
+//! - `times`: (earliest event time in the frame, frame first position) -> (), one entry per
+//!   100 ms of event time.
+//! - `meta`: `checkpoint` (written only by durable commits) and `indexed` (the position after
+//!   the last applied frame, written by every commit).
 //!
-//! Batches are committed without an fsync of their own ([`Durability::None`]); a periodic
-//! durable commit records the checkpoint. After a crash redb returns to its last durable
-//! commit, whose checkpoint says where replaying the log must start. Deleting the file is
-//! harmless: the next open rebuilds it from the log.
+//! Event ids are not in redb: see [`ids`], one immutable file per sealed segment.
+//!
+//! Frames are applied without an fsync of their own ([`Durability::None`]); a periodic durable
+//! commit records the checkpoint and the stream heads. After a crash redb returns to a commit
+//! whose checkpoint says where replaying the log must start; rows past it are re-applied
+//! identically. Deleting the file is harmless: the next open rebuilds it from the log.
 #![deny(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
+
+pub mod ids;
 
 use orchestrix_log::{Checkpoint, FrameLocation};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -26,23 +36,31 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefi
 type FrameValue = (u64, u64, u64, u32);
 /// (first position, count, segment, offset, length) of a stream batch.
 type BatchValue = (u64, u32, u64, u64, u64);
-type FrameItem<'a> = std::result::Result<
-    (
-        redb::AccessGuard<'a, u64>,
-        redb::AccessGuard<'a, FrameValue>,
-    ),
-    redb::StorageError,
->;
 
 const FRAMES: TableDefinition<u64, FrameValue> = TableDefinition::new("frames");
 const STREAM_BATCHES: TableDefinition<(&str, u64), BatchValue> =
     TableDefinition::new("stream_batches");
 const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
-const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_ids");
 const TYPES: TableDefinition<(&str, u64), ()> = TableDefinition::new("types");
 const TIMES: TableDefinition<(i64, u64), ()> = TableDefinition::new("times");
 const META: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("meta");
 const CHECKPOINT_KEY: &str = "checkpoint";
+const INDEXED_KEY: &str = "indexed";
+
+/// A `frames` entry is written at least every this many bytes of log.
+pub const FRAME_INDEX_INTERVAL_BYTES: u64 = 4096;
+/// Granularity of the type index, in positions.
+pub const TYPE_PAGE_EVENTS: u64 = 1024;
+/// Granularity of the time index, in nanoseconds.
+pub const TIME_BUCKET_NANOS: i64 = 100_000_000;
+
+/// What the sparse tables last recorded, to decide whether the next frame needs a row.
+#[derive(Default)]
+struct SparseState {
+    last_frame: Option<(u64, u64)>,
+    type_pages: HashMap<String, u64>,
+    last_time_bucket: Option<i64>,
+}
 
 /// Errors of the index.
 #[non_exhaustive]
@@ -84,8 +102,6 @@ pub struct FrameSummary {
     pub event_count: u32,
     /// Per-stream batches.
     pub batches: Vec<BatchSummary>,
-    /// Event ids with their positions.
-    pub ids: Vec<([u8; 16], u64)>,
     /// Distinct event types.
     pub types: Vec<String>,
     /// Earliest event time (Unix nanoseconds).
@@ -119,6 +135,7 @@ pub struct BatchEntry {
 /// The persistent index.
 pub struct Index {
     db: Database,
+    sparse: Mutex<SparseState>,
 }
 
 impl Index {
@@ -150,13 +167,15 @@ impl Index {
             txn.open_table(FRAMES).map_err(db_err)?;
             txn.open_table(STREAM_BATCHES).map_err(db_err)?;
             txn.open_table(STREAMS).map_err(db_err)?;
-            txn.open_table(EVENT_IDS).map_err(db_err)?;
             txn.open_table(TYPES).map_err(db_err)?;
             txn.open_table(TIMES).map_err(db_err)?;
             txn.open_table(META).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            sparse: Mutex::new(SparseState::default()),
+        })
     }
 
     /// The checkpoint: every frame before it is applied.
@@ -185,35 +204,38 @@ impl Index {
         Ok(out)
     }
 
-    /// Applies frames in log order and records `checkpoint`. With `durable`, the commit is
-    /// fsynced; otherwise it survives a process crash only once a later durable commit lands.
-    pub fn apply(
-        &self,
-        frames: &[FrameSummary],
-        checkpoint: Checkpoint,
-        durable: bool,
-    ) -> Result<()> {
+    /// Applies frames in log order, without an fsync. Rows past the durable checkpoint are
+    /// re-applied identically after a crash, so this needs no durability of its own.
+    pub fn apply(&self, frames: &[FrameSummary]) -> Result<()> {
+        let Some(last) = frames.last() else {
+            return Ok(());
+        };
         let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        });
+        txn.set_durability(Durability::None);
         {
+            let mut sparse = self.sparse.lock().unwrap_or_else(|p| p.into_inner());
             let mut t_frames = txn.open_table(FRAMES).map_err(db_err)?;
             let mut t_batches = txn.open_table(STREAM_BATCHES).map_err(db_err)?;
-            let mut t_streams = txn.open_table(STREAMS).map_err(db_err)?;
-            let mut t_ids = txn.open_table(EVENT_IDS).map_err(db_err)?;
             let mut t_types = txn.open_table(TYPES).map_err(db_err)?;
             let mut t_times = txn.open_table(TIMES).map_err(db_err)?;
             for f in frames {
                 let l = f.location;
-                t_frames
-                    .insert(
-                        f.first_position,
-                        (l.segment, l.offset, l.len, f.event_count),
-                    )
-                    .map_err(db_err)?;
+                let new_entry = match sparse.last_frame {
+                    Some((seg, off)) => {
+                        seg != l.segment
+                            || l.offset.saturating_sub(off) >= FRAME_INDEX_INTERVAL_BYTES
+                    }
+                    None => true,
+                };
+                if new_entry {
+                    t_frames
+                        .insert(
+                            f.first_position,
+                            (l.segment, l.offset, l.len, f.event_count),
+                        )
+                        .map_err(db_err)?;
+                    sparse.last_frame = Some((l.segment, l.offset));
+                }
                 for b in &f.batches {
                     t_batches
                         .insert(
@@ -221,23 +243,48 @@ impl Index {
                             (b.first_position, b.count, l.segment, l.offset, l.len),
                         )
                         .map_err(db_err)?;
-                    t_streams
-                        .insert(b.stream.as_str(), b.first_version + u64::from(b.count) - 1)
-                        .map_err(db_err)?;
                 }
-                for (id, pos) in &f.ids {
-                    t_ids
-                        .insert(u128::from_be_bytes(*id), *pos)
-                        .map_err(db_err)?;
-                }
+                let first_page = f.first_position / TYPE_PAGE_EVENTS;
+                let last_page =
+                    (f.first_position + u64::from(f.event_count) - 1) / TYPE_PAGE_EVENTS;
                 for ty in &f.types {
-                    t_types
-                        .insert((ty.as_str(), f.first_position), ())
-                        .map_err(db_err)?;
+                    for page in first_page..=last_page {
+                        if sparse.type_pages.get(ty) != Some(&page) {
+                            t_types
+                                .insert((ty.as_str(), page * TYPE_PAGE_EVENTS), ())
+                                .map_err(db_err)?;
+                            sparse.type_pages.insert(ty.clone(), page);
+                        }
+                    }
                 }
-                t_times
-                    .insert((f.min_time_unix_nanos, f.first_position), ())
-                    .map_err(db_err)?;
+                let bucket = f.min_time_unix_nanos.div_euclid(TIME_BUCKET_NANOS);
+                if sparse.last_time_bucket != Some(bucket) {
+                    t_times
+                        .insert((f.min_time_unix_nanos, f.first_position), ())
+                        .map_err(db_err)?;
+                    sparse.last_time_bucket = Some(bucket);
+                }
+            }
+            let mut t_meta = txn.open_table(META).map_err(db_err)?;
+            let next = last.first_position + u64::from(last.event_count);
+            t_meta.insert(INDEXED_KEY, (next, 0, 0)).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Durably records the checkpoint and the stream heads that changed since the last one.
+    /// Everything applied before is made durable with it.
+    pub fn checkpoint_durably(
+        &self,
+        checkpoint: Checkpoint,
+        heads: &[(String, u64)],
+    ) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut t_streams = txn.open_table(STREAMS).map_err(db_err)?;
+            for (stream, v) in heads {
+                t_streams.insert(stream.as_str(), *v).map_err(db_err)?;
             }
             let mut t_meta = txn.open_table(META).map_err(db_err)?;
             t_meta
@@ -254,15 +301,16 @@ impl Index {
         txn.commit().map_err(db_err)
     }
 
-    /// Makes every earlier commit durable.
-    pub fn flush(&self) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate);
-        txn.commit().map_err(db_err)
+    /// The position after the last frame any commit (durable or not) applied.
+    pub fn indexed_position(&self) -> Result<Option<u64>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(META).map_err(db_err)?;
+        Ok(t.get(INDEXED_KEY).map_err(db_err)?.map(|v| v.value().0))
     }
 
-    /// The frame holding `position`, if indexed.
-    pub fn frame_at(&self, position: u64) -> Result<Option<FrameEntry>> {
+    /// The last indexed frame starting at or before `position` (the index is sparse: the
+    /// frame holding `position` is found by scanning forwards from here).
+    pub fn frame_floor(&self, position: u64) -> Result<Option<FrameEntry>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(FRAMES).map_err(db_err)?;
         let mut r = t.range(..=position).map_err(db_err)?;
@@ -271,50 +319,15 @@ impl Index {
         };
         let (k, v) = item.map_err(db_err)?;
         let (segment, offset, len, event_count) = v.value();
-        let first_position = k.value();
-        if position >= first_position + u64::from(event_count) {
-            return Ok(None);
-        }
         Ok(Some(FrameEntry {
             location: FrameLocation {
                 segment,
                 offset,
                 len,
             },
-            first_position,
+            first_position: k.value(),
             event_count,
         }))
-    }
-
-    /// Frames with a first position in `[from, to)`, ascending, at most `limit`.
-    pub fn frames_in(
-        &self,
-        from: u64,
-        to: u64,
-        limit: usize,
-        backwards: bool,
-    ) -> Result<Vec<FrameEntry>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(FRAMES).map_err(db_err)?;
-        let r = t.range(from..to).map_err(db_err)?;
-        let conv = |item: FrameItem<'_>| -> Result<FrameEntry> {
-            let (k, v) = item.map_err(db_err)?;
-            let (segment, offset, len, event_count) = v.value();
-            Ok(FrameEntry {
-                location: FrameLocation {
-                    segment,
-                    offset,
-                    len,
-                },
-                first_position: k.value(),
-                event_count,
-            })
-        };
-        if backwards {
-            r.rev().take(limit).map(conv).collect()
-        } else {
-            r.take(limit).map(conv).collect()
-        }
     }
 
     /// The batches of `stream` that hold versions at or after `from_version` (forwards) or at
@@ -380,29 +393,14 @@ impl Index {
         Ok(out)
     }
 
-    /// The position of the event with this id.
-    pub fn position_of_id(&self, id: &[u8; 16]) -> Result<Option<u64>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(EVENT_IDS).map_err(db_err)?;
-        Ok(t.get(u128::from_be_bytes(*id))
-            .map_err(db_err)?
-            .map(|v| v.value()))
-    }
-
-    /// A read snapshot for many id lookups.
-    pub fn id_lookup(&self) -> Result<IdLookup> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(EVENT_IDS).map_err(db_err)?;
-        Ok(IdLookup { table })
-    }
-
-    /// First positions of frames holding events of type `event_type`, from `from` on.
-    pub fn frames_with_type(&self, event_type: &str, from: u64, limit: usize) -> Result<Vec<u64>> {
+    /// First positions of the [`TYPE_PAGE_EVENTS`]-position pages holding events of type
+    /// `event_type`, from the page of `from` on.
+    pub fn pages_with_type(&self, event_type: &str, from: u64, limit: usize) -> Result<Vec<u64>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(TYPES).map_err(db_err)?;
         let mut out = Vec::new();
         for item in t
-            .range((event_type, from)..=(event_type, u64::MAX))
+            .range((event_type, from - from % TYPE_PAGE_EVENTS)..=(event_type, u64::MAX))
             .map_err(db_err)?
             .take(limit)
         {
@@ -423,7 +421,7 @@ impl Index {
         })
     }
 
-    /// Counts: frames, stream batches, streams, event ids.
+    /// Counts: sparse frame entries, stream batches, checkpointed streams.
     pub fn stats(&self) -> Result<IndexStats> {
         let txn = self.db.begin_read().map_err(db_err)?;
         Ok(IndexStats {
@@ -442,11 +440,6 @@ impl Index {
                 .map_err(db_err)?
                 .len()
                 .map_err(db_err)?,
-            event_ids: txn
-                .open_table(EVENT_IDS)
-                .map_err(db_err)?
-                .len()
-                .map_err(db_err)?,
         })
     }
 }
@@ -458,26 +451,8 @@ pub struct IndexStats {
     pub frames: u64,
     /// Indexed stream batches.
     pub stream_batches: u64,
-    /// Known streams.
+    /// Streams in the last durable checkpoint.
     pub streams: u64,
-    /// Indexed event ids.
-    pub event_ids: u64,
-}
-
-/// A read snapshot of the event-id table.
-pub struct IdLookup {
-    table: redb::ReadOnlyTable<u128, u64>,
-}
-
-impl IdLookup {
-    /// The position of the event with this id.
-    pub fn get(&self, id: &[u8; 16]) -> Result<Option<u64>> {
-        Ok(self
-            .table
-            .get(u128::from_be_bytes(*id))
-            .map_err(db_err)?
-            .map(|v| v.value()))
-    }
 }
 
 #[cfg(test)]
@@ -499,9 +474,6 @@ mod tests {
                 first_position: pos,
                 count: n,
             }],
-            ids: (0..n)
-                .map(|i| ([pos as u8 + i as u8; 16], pos + u64::from(i)))
-                .collect(),
             types: vec!["T".into()],
             min_time_unix_nanos: pos as i64,
         }
@@ -517,19 +489,23 @@ mod tests {
             offset: 500,
             next_position: 6,
         };
-        idx.apply(
-            &[
-                frame(0, "a", 0, 2),
-                frame(2, "b", 0, 1),
-                frame(3, "a", 2, 3),
-            ],
-            cp,
-            false,
-        )
+        idx.apply(&[
+            frame(0, "a", 0, 2),
+            frame(2, "b", 0, 1),
+            frame(3, "a", 2, 3),
+        ])
         .unwrap();
+        assert_eq!(idx.indexed_position().unwrap(), Some(6));
+        assert_eq!(
+            idx.checkpoint().unwrap(),
+            None,
+            "only durable commits checkpoint"
+        );
+        idx.checkpoint_durably(cp, &[("a".into(), 4), ("b".into(), 0)])
+            .unwrap();
         assert_eq!(idx.checkpoint().unwrap(), Some(cp));
-        assert_eq!(idx.frame_at(4).unwrap().unwrap().first_position, 3);
-        assert_eq!(idx.frame_at(6).unwrap(), None);
+        // Frames 100 bytes apart: sparse entries every 4 KiB, so only the first one.
+        assert_eq!(idx.frame_floor(4).unwrap().unwrap().first_position, 0);
         let b = idx.stream_batches("a", 1, false, 10).unwrap();
         assert_eq!(
             b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
@@ -545,11 +521,15 @@ mod tests {
             b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
             vec![2, 0]
         );
-        assert_eq!(idx.position_of_id(&[4; 16]).unwrap(), Some(4));
         let mut heads = idx.stream_heads().unwrap();
         heads.sort();
         assert_eq!(heads, vec![("a".to_string(), 4), ("b".to_string(), 0)]);
-        assert_eq!(idx.frames_with_type("T", 1, 10).unwrap(), vec![2, 3]);
-        assert_eq!(idx.first_frame_at_or_after_time(1).unwrap(), Some(2));
+        assert_eq!(idx.pages_with_type("T", 1, 10).unwrap(), vec![0]);
+        assert_eq!(
+            idx.first_frame_at_or_after_time(1).unwrap(),
+            None,
+            "one entry per 100 ms bucket"
+        );
+        assert_eq!(idx.first_frame_at_or_after_time(0).unwrap(), Some(0));
     }
 }

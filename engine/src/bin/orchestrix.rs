@@ -470,7 +470,7 @@ fn inspect(a: InspectArgs) -> CliResult {
                 "frames": info.index.frames,
                 "stream_batches": info.index.stream_batches,
                 "streams": info.index.streams,
-                "event_ids": info.index.event_ids,
+                "id_files": info.id_files,
             },
         });
         writeln!(out, "{v}")?;
@@ -502,8 +502,8 @@ fn inspect(a: InspectArgs) -> CliResult {
         }
         writeln!(
             out,
-            "index tables: {} frames, {} stream batches, {} streams, {} event ids",
-            info.index.frames, info.index.stream_batches, info.index.streams, info.index.event_ids
+            "index tables: {} frame entries (sparse), {} stream batches, {} checkpointed streams, {} id files",
+            info.index.frames, info.index.stream_batches, info.index.streams, info.id_files
         )?;
     }
     out.flush()?;

@@ -1,0 +1,459 @@
+//! The event-id index: one immutable file per sealed segment, with a bloom filter kept in
+//! memory, so that checking an id on the append path costs a few hash probes instead of a
+//! B-tree lookup, and indexing an event costs nothing until its segment is sealed.
+//!
+//! Ids of the active segment are held in memory by the writer; when a segment is sealed they
+//! are written here, sorted. A missing or damaged file is rebuilt from its segment on open.
+//!
+//! File `{segment:020}.ids` (little endian unless noted):
+//!
+//! | offset | size | field |
+//! |---:|---:|---|
+//! | 0 | 8 | magic `\x89OXI\r\n\x1a\n` |
+//! | 8 | 4 | format version (1) |
+//! | 12 | 4 | bloom hash count k |
+//! | 16 | 8 | segment (first position) |
+//! | 24 | 8 | entry count n |
+//! | 32 | 8 | bloom words w |
+//! | 40 | 16 | smallest id (big endian, as the id's bytes) |
+//! | 56 | 16 | largest id |
+//! | 72 | 4 | CRC32 of the entries |
+//! | 76 | 4 | CRC32 of bytes 0..76 and the bloom words |
+//! | 80 | 8w | bloom filter |
+//! | 80+8w | 24n | entries sorted by id: id (16 bytes), position (u64) |
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::{IndexError, Result};
+
+const MAGIC: [u8; 8] = *b"\x89OXI\r\n\x1a\n";
+const VERSION: u32 = 1;
+const HEADER_SIZE: usize = 80;
+const ENTRY_SIZE: usize = 24;
+/// Bloom filter bits per id (about 1% false positives with 7 hashes).
+const BLOOM_BITS_PER_ID: u64 = 10;
+const BLOOM_HASHES: u32 = 7;
+/// Largest number of ids one file may declare (bounds allocation when loading).
+const IDS_PER_SEGMENT_MAX: u64 = 1 << 32;
+
+/// Ids of one segment, as the writer collects them: id -> position.
+pub type IdMap = HashMap<[u8; 16], u64, foldhash::fast::RandomState>;
+
+fn io_err(path: &Path, e: std::io::Error) -> IndexError {
+    IndexError::Db(format!("{}: {e}", path.display()))
+}
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Two stable 64-bit hashes of an id (the filter is stored, so the hash must not be seeded).
+fn hashes(id: &[u8; 16]) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&id[..8]);
+    lo.copy_from_slice(&id[8..]);
+    let hi = u64::from_le_bytes(hi);
+    let lo = u64::from_le_bytes(lo);
+    let h1 = mix64(hi ^ mix64(lo ^ 0x9e37_79b9_7f4a_7c15));
+    let h2 = mix64(lo ^ mix64(hi ^ 0xd1b5_4a32_d192_ed03)) | 1;
+    (h1, h2)
+}
+
+struct Bloom {
+    words: Vec<u64>,
+    k: u32,
+}
+
+impl Bloom {
+    fn with_capacity(n: usize) -> Bloom {
+        let bits = (n as u64 * BLOOM_BITS_PER_ID).max(64);
+        let words = bits.div_ceil(64) as usize;
+        Bloom {
+            words: vec![0; words],
+            k: BLOOM_HASHES,
+        }
+    }
+
+    fn bit_positions(&self, id: &[u8; 16]) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let (h1, h2) = hashes(id);
+        let bits = self.words.len() as u64 * 64;
+        (0..u64::from(self.k)).map(move |i| {
+            let b = h1.wrapping_add(i.wrapping_mul(h2)) % bits;
+            ((b / 64) as usize, 1u64 << (b % 64))
+        })
+    }
+
+    fn insert(&mut self, id: &[u8; 16]) {
+        let probes: Vec<(usize, u64)> = self.bit_positions(id).collect();
+        for (w, m) in probes {
+            if let Some(word) = self.words.get_mut(w) {
+                *word |= m;
+            }
+        }
+    }
+
+    fn may_contain(&self, id: &[u8; 16]) -> bool {
+        self.bit_positions(id)
+            .all(|(w, m)| self.words.get(w).is_some_and(|word| word & m != 0))
+    }
+}
+
+struct SegmentIds {
+    segment: u64,
+    path: PathBuf,
+    file: File,
+    count: u64,
+    entries_offset: u64,
+    entries_crc: u32,
+    entries_verified: AtomicBool,
+    min: [u8; 16],
+    max: [u8; 16],
+    bloom: Bloom,
+}
+
+impl SegmentIds {
+    fn verify_entries(&self) -> Result<()> {
+        if self.entries_verified.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut h = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let total = self.count * ENTRY_SIZE as u64;
+        let mut done = 0u64;
+        while done < total {
+            let n = ((total - done) as usize).min(buf.len());
+            let chunk = buf.get_mut(..n).unwrap_or_default();
+            self.file
+                .read_exact_at(chunk, self.entries_offset + done)
+                .map_err(|e| io_err(&self.path, e))?;
+            h.update(chunk);
+            done += n as u64;
+        }
+        if h.finalize() != self.entries_crc {
+            return Err(IndexError::Db(format!(
+                "id file {} is damaged (entry checksum mismatch)",
+                self.path.display()
+            )));
+        }
+        self.entries_verified.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn entry(&self, i: u64) -> Result<([u8; 16], u64)> {
+        let mut e = [0u8; ENTRY_SIZE];
+        self.file
+            .read_exact_at(&mut e, self.entries_offset + i * ENTRY_SIZE as u64)
+            .map_err(|err| io_err(&self.path, err))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&e[..16]);
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&e[16..]);
+        Ok((id, u64::from_le_bytes(p)))
+    }
+
+    fn lookup(&self, id: &[u8; 16]) -> Result<Option<u64>> {
+        if self.count == 0 || id < &self.min || id > &self.max || !self.bloom.may_contain(id) {
+            return Ok(None);
+        }
+        self.verify_entries()?;
+        let (mut lo, mut hi) = (0u64, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (k, p) = self.entry(mid)?;
+            match k.cmp(id) {
+                std::cmp::Ordering::Equal => return Ok(Some(p)),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The id files of all sealed segments.
+pub struct IdIndex {
+    dir: PathBuf,
+    sealed: RwLock<Vec<Arc<SegmentIds>>>,
+}
+
+/// The file name of a segment's id file.
+pub fn file_name(segment: u64) -> String {
+    format!("{segment:020}.ids")
+}
+
+fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".ids")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn load(path: &Path) -> Result<SegmentIds> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let damaged =
+        |why: &str| IndexError::Db(format!("id file {} is damaged: {why}", path.display()));
+    let mut h = [0u8; HEADER_SIZE];
+    if len < HEADER_SIZE as u64 {
+        return Err(damaged("shorter than its header"));
+    }
+    file.read_exact_at(&mut h, 0).map_err(|e| io_err(path, e))?;
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    if h[..8] != MAGIC || u32_at(8) != VERSION {
+        return Err(damaged("bad magic or version"));
+    }
+    let k = u32_at(12);
+    let segment = u64_at(16);
+    let count = u64_at(24);
+    let words = u64_at(32);
+    if k == 0 || k > 32 || count > IDS_PER_SEGMENT_MAX || words > count.max(1) * BLOOM_BITS_PER_ID {
+        return Err(damaged("header field out of bounds"));
+    }
+    let expected_len = HEADER_SIZE as u64 + words * 8 + count * ENTRY_SIZE as u64;
+    if len != expected_len {
+        return Err(damaged("length disagrees with the header"));
+    }
+    let mut bloom_bytes = vec![0u8; (words * 8) as usize];
+    file.read_exact_at(&mut bloom_bytes, HEADER_SIZE as u64)
+        .map_err(|e| io_err(path, e))?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[..76]);
+    crc.update(&bloom_bytes);
+    if crc.finalize() != u32_at(76) {
+        return Err(damaged("header checksum mismatch"));
+    }
+    let bloom_words = bloom_bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_le_bytes(b)
+        })
+        .collect();
+    let mut min = [0u8; 16];
+    let mut max = [0u8; 16];
+    min.copy_from_slice(&h[40..56]);
+    max.copy_from_slice(&h[56..72]);
+    Ok(SegmentIds {
+        segment,
+        path: path.to_path_buf(),
+        file,
+        count,
+        entries_offset: HEADER_SIZE as u64 + words * 8,
+        entries_crc: u32_at(72),
+        entries_verified: AtomicBool::new(false),
+        min,
+        max,
+        bloom: Bloom {
+            words: bloom_words,
+            k,
+        },
+    })
+}
+
+impl IdIndex {
+    /// Opens the directory of id files, loading every valid one. Damaged files are removed
+    /// (they are rebuilt from their segments).
+    pub fn open(dir: &Path) -> Result<IdIndex> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let mut sealed = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+            let entry = entry.map_err(|e| io_err(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = dir.join(&name);
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(segment) = parse_file_name(&name) else {
+                continue;
+            };
+            match load(&path) {
+                Ok(s) if s.segment == segment => sealed.push(Arc::new(s)),
+                Ok(_) | Err(_) => {
+                    tracing::warn!(file = %path.display(), "damaged id file; it will be rebuilt");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        sealed.sort_by_key(|s| s.segment);
+        Ok(IdIndex {
+            dir: dir.to_path_buf(),
+            sealed: RwLock::new(sealed),
+        })
+    }
+
+    fn sealed(&self) -> Vec<Arc<SegmentIds>> {
+        self.sealed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the id file of `segment` is present.
+    pub fn has_segment(&self, segment: u64) -> bool {
+        self.sealed().iter().any(|s| s.segment == segment)
+    }
+
+    /// Segments that have id files.
+    pub fn segments(&self) -> Vec<u64> {
+        self.sealed().iter().map(|s| s.segment).collect()
+    }
+
+    /// Forgets (and deletes) the id files of segments not in `keep`.
+    pub fn retain_segments(&self, keep: &[u64]) {
+        let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+        g.retain(|s| {
+            let k = keep.contains(&s.segment);
+            if !k {
+                let _ = std::fs::remove_file(&s.path);
+            }
+            k
+        });
+    }
+
+    /// The position of `id` in a sealed segment, if any.
+    pub fn lookup(&self, id: &[u8; 16]) -> Result<Option<u64>> {
+        for s in self.sealed().iter().rev() {
+            match s.lookup(id) {
+                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(None) => {}
+                Err(e) => {
+                    // Forget the damaged file; the next open rebuilds it from its segment.
+                    self.retain_segments(
+                        &self
+                            .segments()
+                            .into_iter()
+                            .filter(|&x| x != s.segment)
+                            .collect::<Vec<_>>(),
+                    );
+                    return Err(e);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the id file of a sealed segment (temp file, rename) and starts using it. The
+    /// file is derived data: it is not fsynced; a damaged one is rebuilt on open.
+    pub fn write_segment(&self, segment: u64, ids: &IdMap) -> Result<()> {
+        let mut entries: Vec<([u8; 16], u64)> = ids.iter().map(|(k, v)| (*k, *v)).collect();
+        entries.sort_unstable();
+        let mut bloom = Bloom::with_capacity(entries.len());
+        for (id, _) in &entries {
+            bloom.insert(id);
+        }
+        let mut body = Vec::with_capacity(entries.len() * ENTRY_SIZE);
+        for (id, p) in &entries {
+            body.extend_from_slice(id);
+            body.extend_from_slice(&p.to_le_bytes());
+        }
+        let mut h = [0u8; HEADER_SIZE];
+        h[..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&bloom.k.to_le_bytes());
+        h[16..24].copy_from_slice(&segment.to_le_bytes());
+        h[24..32].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+        h[32..40].copy_from_slice(&(bloom.words.len() as u64).to_le_bytes());
+        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+            h[40..56].copy_from_slice(&first.0);
+            h[56..72].copy_from_slice(&last.0);
+        }
+        h[72..76].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        let bloom_bytes: Vec<u8> = bloom.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&h[..76]);
+        crc.update(&bloom_bytes);
+        h[76..80].copy_from_slice(&crc.finalize().to_le_bytes());
+        let path = self.dir.join(file_name(segment));
+        let tmp = self.dir.join(format!("{}.tmp", file_name(segment)));
+        {
+            let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io_err(&tmp, e))?);
+            f.write_all(&h).map_err(|e| io_err(&tmp, e))?;
+            f.write_all(&bloom_bytes).map_err(|e| io_err(&tmp, e))?;
+            f.write_all(&body).map_err(|e| io_err(&tmp, e))?;
+            f.flush().map_err(|e| io_err(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+        let loaded = Arc::new(load(&path)?);
+        let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+        g.retain(|s| s.segment != segment);
+        g.push(loaded);
+        g.sort_by_key(|s| s.segment);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&mix64(n).to_be_bytes());
+        b[8..].copy_from_slice(&n.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn write_lookup_reload_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = IdIndex::open(dir.path()).unwrap();
+        let mut m = IdMap::default();
+        for n in 0..5000u64 {
+            m.insert(id(n), n + 100);
+        }
+        idx.write_segment(100, &m).unwrap();
+        let mut m2 = IdMap::default();
+        m2.insert(id(9999), 7);
+        idx.write_segment(7, &m2).unwrap();
+        for n in 0..5000u64 {
+            assert_eq!(idx.lookup(&id(n)).unwrap(), Some(n + 100));
+        }
+        assert_eq!(idx.lookup(&id(9999)).unwrap(), Some(7));
+        let mut false_hits = 0;
+        for n in 10_000..20_000u64 {
+            assert_eq!(idx.lookup(&id(n)).unwrap(), None);
+            if idx.sealed()[1].bloom.may_contain(&id(n)) {
+                false_hits += 1;
+            }
+        }
+        assert!(false_hits < 300, "bloom false positives: {false_hits}");
+        drop(idx);
+        let idx = IdIndex::open(dir.path()).unwrap();
+        assert_eq!(idx.segments(), vec![7, 100]);
+        assert_eq!(idx.lookup(&id(42)).unwrap(), Some(142));
+        // A flipped byte in the header is detected on open and the file dropped.
+        let p = dir.path().join(file_name(100));
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        drop(idx);
+        let idx = IdIndex::open(dir.path()).unwrap();
+        assert_eq!(idx.segments(), vec![7]);
+        // A flipped byte in the entries is detected on the first lookup that reaches them.
+        let p = dir.path().join(file_name(7));
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        drop(idx);
+        let idx = IdIndex::open(dir.path()).unwrap();
+        assert!(idx.lookup(&id(9999)).is_err());
+    }
+}
