@@ -73,7 +73,7 @@ impl AsyncStore {
             .send(Request::Append { parts, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await.map_err(|_| StoreError::Closed)?.result
     }
 
     /// Reads a stream.

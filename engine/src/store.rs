@@ -1,6 +1,6 @@
 //! The store: opening a directory, appending, reading.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +26,7 @@ use crate::options::{Durability, Options};
 use crate::recent::Recent;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::subscription::Subscription;
-use crate::writer::{AppendPart, Request, Writer};
+use crate::writer::{AppendPart, AppendReply, Request, Writer};
 
 const LOG_DIR: &str = "log";
 const INDEX_FILE: &str = "index.redb";
@@ -37,6 +37,8 @@ const LOCK_FILE: &str = "LOCK";
 const REBUILD_BATCH_FRAMES: usize = 16_384;
 /// Depth of the writer -> indexer queue, in groups.
 const INDEXER_QUEUE_GROUPS: usize = 256;
+/// How long the indexer gathers frames before applying them in one transaction.
+const INDEXER_GATHER: Duration = Duration::from_millis(5);
 
 /// State shared by the API, the writer and the indexer.
 pub(crate) struct Inner {
@@ -704,12 +706,14 @@ impl Store {
 
         let (tx, rx) = mpsc::channel(options.queue_depth);
         let (itx, irx) = sync_channel(INDEXER_QUEUE_GROUPS);
+        let (atx, arx) = std::sync::mpsc::channel();
         let writer = Writer {
             log: log_writer,
             heads,
             inner: inner.clone(),
             rx,
             indexer: itx,
+            acker: atx,
             active_segment,
             active_ids,
             sealing: Vec::new(),
@@ -721,6 +725,12 @@ impl Store {
             std::thread::Builder::new()
                 .name("orchestrix-writer".into())
                 .spawn(move || writer.run())
+                .map_err(io(&dir))?,
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("orchestrix-acker".into())
+                .spawn(move || crate::writer::run_acker(arx))
                 .map_err(io(&dir))?,
         );
         let idx_inner = inner.clone();
@@ -798,7 +808,7 @@ impl Store {
         self.sender()?
             .blocking_send(Request::Append { parts, reply: rx.0 })
             .map_err(|_| StoreError::Closed)?;
-        rx.1.blocking_recv().map_err(|_| StoreError::Closed)?
+        rx.1.blocking_recv().map_err(|_| StoreError::Closed)?.result
     }
 
     #[allow(clippy::type_complexity)]
@@ -807,10 +817,7 @@ impl Store {
         parts: Vec<(String, ExpectedVersion, Vec<EventData>)>,
     ) -> Result<(
         Vec<AppendPart>,
-        (
-            oneshot::Sender<Result<AppendResult>>,
-            oneshot::Receiver<Result<AppendResult>>,
-        ),
+        (oneshot::Sender<AppendReply>, oneshot::Receiver<AppendReply>),
     )> {
         if self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
@@ -1031,6 +1038,7 @@ pub(crate) fn validate_and_convert(
     }
     let mut total_events = 0usize;
     let mut total_bytes = 0u64;
+    let mut seen_ids: HashSet<[u8; 16]> = HashSet::new();
     let mut out = Vec::with_capacity(parts.len());
     for (i, (stream, expected, events)) in parts.into_iter().enumerate() {
         check_stream_id(&stream)?;
@@ -1056,6 +1064,12 @@ pub(crate) fn validate_and_convert(
         for e in events {
             let r = e.into_record();
             total_bytes += check_event(&r, event_size_max)?;
+            if !seen_ids.insert(r.id) {
+                return Err(StoreError::InvalidInput(format!(
+                    "event id {} appears twice in one append",
+                    uuid::Uuid::from_bytes(r.id)
+                )));
+            }
             recs.push(r);
         }
         if total_bytes > BATCH_SIZE_MAX {
@@ -1103,10 +1117,18 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
-        while msgs.len() < 1024 {
-            match rx.try_recv() {
+        // Gather for a little while: one redb transaction per few milliseconds instead of one
+        // per group keeps the indexer's per-commit cost off the ingest path.
+        let gather_until = Instant::now() + INDEXER_GATHER;
+        while open && msgs.len() < 4096 {
+            let left = gather_until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
                 Ok(m) => msgs.push(m),
-                Err(_) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
             }
         }
         let mut frames = Vec::new();

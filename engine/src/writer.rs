@@ -30,10 +30,32 @@ pub(crate) struct AppendPart {
     pub events: Vec<EventRecord>,
 }
 
+/// The answer to an append. The events travel back with it so that the caller's thread, not
+/// the writer, pays for freeing them.
+pub(crate) struct AppendReply {
+    pub result: Result<AppendResult>,
+    pub _events: Vec<AppendPart>,
+}
+
+/// Groups with at most this many appends are acknowledged by the writer itself.
+const ACK_INLINE_MAX: usize = 2;
+
+/// One acknowledgement to deliver.
+pub(crate) type Ack = (oneshot::Sender<AppendReply>, AppendReply);
+
+/// Delivers acknowledgements (wakes the callers) off the writer thread, in commit order.
+pub(crate) fn run_acker(rx: std::sync::mpsc::Receiver<Vec<Ack>>) {
+    for acks in rx {
+        for (reply, answer) in acks {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
 pub(crate) enum Request {
     Append {
         parts: Vec<AppendPart>,
-        reply: oneshot::Sender<Result<AppendResult>>,
+        reply: oneshot::Sender<AppendReply>,
     },
     /// Periodic fsync for interval durability.
     Tick,
@@ -50,6 +72,8 @@ pub(crate) struct Writer {
     pub inner: Arc<Inner>,
     pub rx: mpsc::Receiver<Request>,
     pub indexer: SyncSender<IndexerMsg>,
+    /// Hands acknowledgements to the acknowledger thread.
+    pub acker: std::sync::mpsc::Sender<Vec<Ack>>,
     /// The segment frames are being appended to.
     pub active_segment: u64,
     /// Ids of the active segment's events (including this group's), id -> position.
@@ -87,10 +111,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut pending: Vec<(oneshot::Sender<Result<AppendResult>>, AppendResult)> =
+            let mut pending: Vec<(oneshot::Sender<AppendReply>, AppendResult, Vec<AppendPart>)> =
                 Vec::new();
             let mut summaries = Vec::new();
-            let mut placements: HashMap<[u8; 16], Placement> = HashMap::new();
+            let group_first_position = self.log.next_position();
             let mut sealed_now: Vec<(u64, Arc<IdMap>)> = Vec::new();
             let mut tick = false;
             let inner = self.inner.clone();
@@ -98,13 +122,20 @@ impl Writer {
             for req in group {
                 match req {
                     Request::Append { parts, reply } => {
-                        match self.prepare(parts, &mut summaries, &mut placements, &mut sealed_now)
-                        {
+                        match self.prepare(
+                            &parts,
+                            &mut summaries,
+                            group_first_position,
+                            &mut sealed_now,
+                        ) {
                             Ok(Prepared::Written(r)) | Ok(Prepared::Repeat(r)) => {
-                                pending.push((reply, r))
+                                pending.push((reply, r, parts))
                             }
                             Err(e) => {
-                                let _ = reply.send(Err(e));
+                                let _ = reply.send(AppendReply {
+                                    result: Err(e),
+                                    _events: parts,
+                                });
                             }
                         }
                     }
@@ -142,8 +173,31 @@ impl Writer {
                     for (segment, ids) in sealed_now {
                         let _ = self.indexer.send(IndexerMsg::Sealed(segment, ids));
                     }
-                    for (reply, r) in pending {
-                        let _ = reply.send(Ok(r));
+                    // Waking the callers is left to the acknowledger thread, so that the next
+                    // group's write and fdatasync overlap with it.
+                    let acks: Vec<Ack> = pending
+                        .into_iter()
+                        .map(|(reply, r, parts)| {
+                            (
+                                reply,
+                                AppendReply {
+                                    result: Ok(r),
+                                    _events: parts,
+                                },
+                            )
+                        })
+                        .collect();
+                    if acks.len() <= ACK_INLINE_MAX {
+                        // A hand-off would cost a lone caller more than waking it here.
+                        for (reply, answer) in acks {
+                            let _ = reply.send(answer);
+                        }
+                    } else {
+                        if let Err(unsent) = self.acker.send(acks) {
+                            for (reply, answer) in unsent.0 {
+                                let _ = reply.send(answer);
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -152,12 +206,15 @@ impl Writer {
                     // Every append of the failed group learns why; later ones get `Poisoned`.
                     let reason = e.to_string();
                     let mut first = Some(e);
-                    for (reply, _) in pending {
+                    for (reply, _, parts) in pending {
                         let err = match first.take() {
                             Some(e) => StoreError::Log(e),
                             None => StoreError::WriteFailed(reason.clone()),
                         };
-                        let _ = reply.send(Err(err));
+                        let _ = reply.send(AppendReply {
+                            result: Err(err),
+                            _events: parts,
+                        });
                     }
                 }
             }
@@ -187,14 +244,13 @@ impl Writer {
         out
     }
 
+    /// Where an already-used event id is: its stream, version and position.
     fn lookup_id(
         &self,
         id: &[u8; 16],
-        placements: &HashMap<[u8; 16], Placement>,
+        summaries: &[FrameSummary],
+        group_first_position: u64,
     ) -> Result<Option<Placement>> {
-        if let Some(p) = placements.get(id) {
-            return Ok(Some(p.clone()));
-        }
         let mut position = self.active_ids.get(id).copied();
         if position.is_none() {
             position = self.sealing.iter().find_map(|(_, m)| m.get(id).copied());
@@ -205,6 +261,27 @@ impl Writer {
         let Some(position) = position else {
             return Ok(None);
         };
+        if position >= group_first_position {
+            // Written by an earlier append of this group: not readable yet, but described
+            // by its summary.
+            let i = summaries.partition_point(|f| f.first_position <= position);
+            if let Some(f) = i.checked_sub(1).and_then(|i| summaries.get(i)) {
+                for b in &f.batches {
+                    if position >= b.first_position
+                        && position < b.first_position + u64::from(b.count)
+                    {
+                        return Ok(Some(Placement {
+                            stream: b.stream.clone(),
+                            version: b.first_version + (position - b.first_position),
+                            position,
+                        }));
+                    }
+                }
+            }
+            return Err(StoreError::InvalidInput(format!(
+                "internal: position {position} of this group has no summary"
+            )));
+        }
         let e = self.inner.read_at(position)?;
         if e.id.as_bytes() != id {
             return Err(StoreError::Index(orchestrix_index::IndexError::Db(
@@ -223,9 +300,9 @@ impl Writer {
 
     fn prepare(
         &mut self,
-        parts: Vec<AppendPart>,
+        parts: &[AppendPart],
         summaries: &mut Vec<FrameSummary>,
-        placements: &mut HashMap<[u8; 16], Placement>,
+        group_first_position: u64,
         sealed_now: &mut Vec<(u64, Arc<IdMap>)>,
     ) -> Result<Prepared> {
         if self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire) {
@@ -233,17 +310,17 @@ impl Writer {
         }
         // Idempotency: look every id up.
         let mut found: Vec<Option<Placement>> = Vec::new();
-        for p in &parts {
+        for p in parts {
             for e in &p.events {
-                found.push(self.lookup_id(&e.id, placements)?);
+                found.push(self.lookup_id(&e.id, summaries, group_first_position)?);
             }
         }
         if found.iter().any(Option::is_some) {
-            return self.check_repeat(&parts, &found);
+            return self.check_repeat(parts, &found);
         }
         // Expected versions against the heads.
         let mut firsts = Vec::with_capacity(parts.len());
-        for p in &parts {
+        for p in parts {
             let current = self.heads.get(&p.stream).copied();
             let ok = match p.expected {
                 ExpectedVersion::Any => true,
@@ -293,14 +370,6 @@ impl Writer {
             });
             for (i, e) in p.events.iter().enumerate() {
                 self.active_ids.insert(e.id, position + i as u64);
-                placements.insert(
-                    e.id,
-                    Placement {
-                        stream: p.stream.clone(),
-                        version: first_version + i as u64,
-                        position: position + i as u64,
-                    },
-                );
                 if !types.iter().any(|t| t == &e.event_type) {
                     types.push(e.event_type.clone());
                 }

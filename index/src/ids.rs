@@ -307,7 +307,11 @@ impl IdIndex {
 
     /// Whether the id file of `segment` is present.
     pub fn has_segment(&self, segment: u64) -> bool {
-        self.sealed().iter().any(|s| s.segment == segment)
+        self.sealed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| s.segment == segment)
     }
 
     /// Segments that have id files.
@@ -329,24 +333,34 @@ impl IdIndex {
 
     /// The position of `id` in a sealed segment, if any.
     pub fn lookup(&self, id: &[u8; 16]) -> Result<Option<u64>> {
-        for s in self.sealed().iter().rev() {
-            match s.lookup(id) {
-                Ok(Some(p)) => return Ok(Some(p)),
-                Ok(None) => {}
-                Err(e) => {
-                    // Forget the damaged file; the next open rebuilds it from its segment.
-                    self.retain_segments(
-                        &self
-                            .segments()
-                            .into_iter()
-                            .filter(|&x| x != s.segment)
-                            .collect::<Vec<_>>(),
-                    );
-                    return Err(e);
+        let damaged = {
+            let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+            let mut damaged = None;
+            for s in sealed.iter().rev() {
+                match s.lookup(id) {
+                    Ok(Some(p)) => return Ok(Some(p)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        damaged = Some((s.segment, e));
+                        break;
+                    }
                 }
             }
+            damaged
+        };
+        match damaged {
+            None => Ok(None),
+            Some((segment, e)) => {
+                // Forget the damaged file; the next open rebuilds it from its segment.
+                let keep: Vec<u64> = self
+                    .segments()
+                    .into_iter()
+                    .filter(|&x| x != segment)
+                    .collect();
+                self.retain_segments(&keep);
+                Err(e)
+            }
         }
-        Ok(None)
     }
 
     /// Writes the id file of a sealed segment (temp file, rename) and starts using it. The
