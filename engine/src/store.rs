@@ -1166,10 +1166,22 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                 }
             }
         }
-        // A checkpoint may become durable only once the log below it is durable.
+        // A checkpoint may become durable only once the log below it is durable. Under
+        // relaxed durability the rows are still committed durably each interval (without the
+        // checkpoint), because redb reuses pages only after a durable commit.
         if let Some(cp) = pending_cp {
             let log_durable = inner.durable_position.load(Ordering::Acquire) >= cp.next_position;
-            if log_durable && (last_durable.elapsed() >= interval || !open) {
+            let due = last_durable.elapsed() >= interval || !open;
+            if due && !log_durable && !failed {
+                match inner.index.flush() {
+                    Ok(()) => last_durable = Instant::now(),
+                    Err(e) => {
+                        failed = true;
+                        fail(&inner, "index flush", &e);
+                    }
+                }
+            }
+            if log_durable && due {
                 let heads: Vec<(String, u64)> = dirty_heads.drain().collect();
                 match inner.index.checkpoint_durably(cp, &heads) {
                     Ok(()) => {

@@ -48,7 +48,9 @@ const CHECKPOINT_KEY: &str = "checkpoint";
 const INDEXED_KEY: &str = "indexed";
 
 /// A `frames` entry is written at least every this many bytes of log.
-pub const FRAME_INDEX_INTERVAL_BYTES: u64 = 4096;
+pub const FRAME_INDEX_INTERVAL_BYTES: u64 = 32 * 1024;
+/// redb's page cache: bounded, so that resident memory does not grow with the index.
+pub const INDEX_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Granularity of the type index, in positions.
 pub const TYPE_PAGE_EVENTS: u64 = 1024;
 /// Granularity of the time index, in nanoseconds.
@@ -154,7 +156,10 @@ impl Index {
     }
 
     fn open_checked(path: &Path) -> Result<Index> {
-        let mut db = Database::create(path).map_err(db_err)?;
+        let mut db = Database::builder()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(path)
+            .map_err(db_err)?;
         // Verifies every page's checksum; damage at rest is found here, not in a later read.
         if !db.check_integrity().map_err(db_err)? {
             return Err(IndexError::Db(format!(
@@ -298,6 +303,14 @@ impl Index {
                 )
                 .map_err(db_err)?;
         }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Commits durably without moving the checkpoint: lets redb reuse the pages of earlier
+    /// non-durable commits (it frees pages only in durable commits).
+    pub fn flush(&self) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate);
         txn.commit().map_err(db_err)
     }
 
