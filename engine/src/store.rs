@@ -1038,7 +1038,8 @@ pub(crate) fn validate_and_convert(
     }
     let mut total_events = 0usize;
     let mut total_bytes = 0u64;
-    let mut seen_ids: HashSet<[u8; 16]> = HashSet::new();
+    let mut seen_ids: HashSet<[u8; 16], foldhash::fast::RandomState> = HashSet::default();
+    let check_repeats = parts.iter().map(|p| p.2.len()).sum::<usize>() > 1;
     let mut out = Vec::with_capacity(parts.len());
     for (i, (stream, expected, events)) in parts.into_iter().enumerate() {
         check_stream_id(&stream)?;
@@ -1064,7 +1065,7 @@ pub(crate) fn validate_and_convert(
         for e in events {
             let r = e.into_record();
             total_bytes += check_event(&r, event_size_max)?;
-            if !seen_ids.insert(r.id) {
+            if check_repeats && !seen_ids.insert(r.id) {
                 return Err(StoreError::InvalidInput(format!(
                     "event id {} appears twice in one append",
                     uuid::Uuid::from_bytes(r.id)

@@ -198,3 +198,22 @@ fn deleting_the_index_is_harmless() {
     );
     assert_eq!(s.list_streams(None).len(), 7);
 }
+
+#[test]
+fn an_id_repeated_within_one_append_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_with(dir.path(), Options::test()).unwrap();
+    let e = ev("A", 1);
+    assert!(matches!(
+        s.append("a", ExpectedVersion::Any, vec![e.clone(), e.clone()]),
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        s.append_multi(vec![
+            ("a".into(), ExpectedVersion::Any, vec![e.clone()]),
+            ("b".into(), ExpectedVersion::Any, vec![e.clone()]),
+        ]),
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert_eq!(s.committed_position(), 0);
+}
