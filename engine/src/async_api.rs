@@ -38,6 +38,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| StoreError::InvalidInput(format!("blocking task failed: {e}")))?
 }
 
+impl From<Arc<Store>> for AsyncStore {
+    fn from(store: Arc<Store>) -> Self {
+        AsyncStore { store }
+    }
+}
+
 impl AsyncStore {
     /// Wraps a store.
     pub fn new(store: Store) -> Self {

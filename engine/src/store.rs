@@ -38,7 +38,7 @@ const REBUILD_BATCH_FRAMES: usize = 16_384;
 /// Depth of the writer -> indexer queue, in groups.
 const INDEXER_QUEUE_GROUPS: usize = 256;
 /// How long the indexer gathers frames before applying them in one transaction.
-const INDEXER_GATHER: Duration = Duration::from_millis(5);
+const INDEXER_GATHER: Duration = Duration::from_millis(50);
 
 /// State shared by the API, the writer and the indexer.
 pub(crate) struct Inner {
@@ -1121,7 +1121,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
         // Gather for a little while: one redb transaction per few milliseconds instead of one
         // per group keeps the indexer's per-commit cost off the ingest path.
         let gather_until = Instant::now() + INDEXER_GATHER;
-        while open && msgs.len() < 4096 {
+        while open && msgs.len() < 16_384 {
             let left = gather_until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;

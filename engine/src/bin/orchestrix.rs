@@ -12,7 +12,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -95,6 +95,10 @@ struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Run the writers as tokio tasks on the async API (a 2-thread runtime) instead of as
+    /// OS threads: many concurrent writers then cost no context switch per append.
+    #[arg(long)]
+    tasks: bool,
 }
 
 #[derive(Args, Debug)]
@@ -649,7 +653,7 @@ fn bench(a: BenchArgs) -> CliResult {
         ))),
         None => None,
     };
-    let store = Store::open_with(&dir, options)?;
+    let store = Arc::new(Store::open_with(&dir, options)?);
 
     let progress = Progress {
         done: AtomicU64::new(0),
@@ -659,33 +663,13 @@ fn bench(a: BenchArgs) -> CliResult {
     let failed = AtomicBool::new(false);
     let payload_bytes = AtomicU64::new(0);
     let started = Instant::now();
-    let results: Vec<CliResult<Histogram<u64>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..a.writers)
-            .map(|w| {
-                let store = &store;
-                let progress = &progress;
-                let failed = &failed;
-                let payload_bytes = &payload_bytes;
-                let ack_log = ack_log.as_ref();
-                let a = &a;
-                s.spawn(move || {
-                    let r = bench_writer(
-                        store,
-                        a,
-                        w,
-                        streams,
-                        progress,
-                        failed,
-                        payload_bytes,
-                        ack_log,
-                    );
-                    if r.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    r
-                })
-            })
-            .collect();
+    let ctx = BenchCtx {
+        progress: &progress,
+        failed: &failed,
+        payload_bytes: &payload_bytes,
+        ack_log: ack_log.as_ref(),
+    };
+    let results = std::thread::scope(|s| {
         let drawer = show_progress.then(|| {
             let progress = &progress;
             let total = a.events;
@@ -698,13 +682,11 @@ fn bench(a: BenchArgs) -> CliResult {
                 eprintln!();
             })
         });
-        let results = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(msg("a writer thread panicked")))
-            })
-            .collect();
+        let results = if a.tasks {
+            run_tasks(&store, &a, streams, &ctx)
+        } else {
+            run_threads(s, &store, &a, streams, &ctx)
+        };
         progress.stop.store(true, Ordering::Relaxed);
         if let Some(d) = drawer {
             let _ = d.join();
@@ -803,42 +785,142 @@ fn bench(a: BenchArgs) -> CliResult {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench_writer(
-    store: &Store,
-    a: &BenchArgs,
-    w: u64,
+fn run_threads<'s, 'e>(
+    s: &'s std::thread::Scope<'s, 'e>,
+    store: &'s Store,
+    a: &'s BenchArgs,
     streams: u64,
-    progress: &Progress,
-    failed: &AtomicBool,
-    payload_bytes: &AtomicU64,
-    ack_log: Option<&Mutex<BufWriter<File>>>,
-) -> CliResult<Histogram<u64>> {
-    let mut hist = new_hist()?;
-    let share = a.events / a.writers + u64::from(w < a.events % a.writers);
-    // This writer owns streams w, w + W, w + 2W, ... and tracks their versions itself.
-    let mut owned: Vec<(String, Option<u64>)> = Vec::new();
-    let mut k = w;
-    while k < streams {
-        let name = format!("bench-{k}");
-        let head = store.stream_head(&name)?;
-        owned.push((name, head));
-        k += a.writers;
-    }
-    let mut written = 0u64;
-    let mut turn = 0usize;
-    while written < share {
-        if failed.load(Ordering::Relaxed) {
-            return Ok(hist);
+    ctx: &'s BenchCtx<'s>,
+) -> Vec<CliResult<Histogram<u64>>> {
+    let handles: Vec<_> = (0..a.writers)
+        .map(|w| {
+            s.spawn(move || {
+                let r = bench_writer(store, a, w, streams, ctx);
+                if r.is_err() {
+                    ctx.failed.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(msg("a writer thread panicked")))
+        })
+        .collect()
+}
+
+/// Runs the writers as tokio tasks on a 2-thread runtime.
+fn run_tasks(
+    store: &Arc<Store>,
+    a: &BenchArgs,
+    streams: u64,
+    ctx: &BenchCtx<'_>,
+) -> Vec<CliResult<Histogram<u64>>> {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![Err(msg(format!("starting tokio: {e}")))],
+    };
+    let store = orchestrix::AsyncStore::from(store.clone());
+    rt.block_on(async {
+        let tasks = (0..a.writers).map(|w| {
+            let store = store.clone();
+            async move {
+                let r = bench_task(store, a, w, streams, ctx).await;
+                if r.is_err() {
+                    ctx.failed.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+        });
+        join_all(tasks.collect()).await
+    })
+}
+
+/// Polls futures concurrently on the current task until all are done (a tiny `join_all`:
+/// the tasks borrow the benchmark's state, so they cannot be spawned as 'static tasks).
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
         }
-        let n = a.batch.min(share - written);
-        let slot = turn % owned.len();
-        turn += 1;
-        let (name, head) = &mut owned[slot];
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// What one benchmark writer owns: its streams (with their versions) and its share.
+struct WriterPlan<'a> {
+    a: &'a BenchArgs,
+    w: u64,
+    share: u64,
+    owned: Vec<(String, Option<u64>)>,
+    written: u64,
+    turn: usize,
+}
+
+/// One append to make: stream slot, expected version, events, payload bytes.
+struct PlannedAppend {
+    slot: usize,
+    name: String,
+    expected: ExpectedVersion,
+    events: Vec<EventData>,
+    bytes: u64,
+}
+
+impl<'a> WriterPlan<'a> {
+    fn new(store: &Store, a: &'a BenchArgs, w: u64, streams: u64) -> CliResult<Self> {
+        let share = a.events / a.writers + u64::from(w < a.events % a.writers);
+        // This writer owns streams w, w + W, w + 2W, ... and tracks their versions itself.
+        let mut owned = Vec::new();
+        let mut k = w;
+        while k < streams {
+            let name = format!("bench-{k}");
+            let head = store.stream_head(&name)?;
+            owned.push((name, head));
+            k += a.writers;
+        }
+        Ok(WriterPlan {
+            a,
+            w,
+            share,
+            owned,
+            written: 0,
+            turn: 0,
+        })
+    }
+
+    fn next(&mut self) -> Option<PlannedAppend> {
+        if self.written >= self.share || self.owned.is_empty() {
+            return None;
+        }
+        let n = self.a.batch.min(self.share - self.written);
+        let slot = self.turn % self.owned.len();
+        self.turn += 1;
+        let (name, head) = &self.owned[slot];
         let mut bytes = 0u64;
         let events: Vec<EventData> = (0..n)
             .map(|i| {
-                let data = payload(w, written + i, a.event_size);
+                let data = payload(self.w, self.written + i, self.a.event_size);
                 bytes += data.len() as u64;
                 EventData::json("BenchEvent", data)
             })
@@ -847,21 +929,38 @@ fn bench_writer(
             None => ExpectedVersion::NoStream,
             Some(v) => ExpectedVersion::Exact(v),
         };
-        let t = Instant::now();
-        let r = store.append(name, expected, events)?;
-        hist.saturating_record(t.elapsed().as_nanos() as u64);
+        Some(PlannedAppend {
+            slot,
+            name: name.clone(),
+            expected,
+            events,
+            bytes,
+        })
+    }
+
+    /// Records an acknowledged append: versions, the ack log, progress.
+    fn acknowledged(
+        &mut self,
+        p: &PlannedAppend,
+        n: u64,
+        r: &orchestrix::AppendResult,
+        ctx: &BenchCtx<'_>,
+    ) -> CliResult {
         let (first_version, last_version) = r
             .streams
             .first()
             .map(|s| (s.1, s.2))
             .ok_or_else(|| msg("the store returned no stream for an append"))?;
-        *head = Some(last_version);
-        if let Some(log) = ack_log {
+        if let Some(slot) = self.owned.get_mut(p.slot) {
+            slot.1 = Some(last_version);
+        }
+        if let Some(log) = ctx.ack_log {
             let mut log = log.lock().map_err(|_| msg("ack log lock poisoned"))?;
             let mut line = String::new();
             for i in 0..n {
                 line.push_str(&format!(
-                    "{name} {} {}\n",
+                    "{} {} {}\n",
+                    p.name,
                     first_version + i,
                     r.first_position + i
                 ));
@@ -870,9 +969,62 @@ fn bench_writer(
                 .and_then(|()| log.flush())
                 .map_err(|e| msg(format!("writing the ack log: {e}")))?;
         }
-        written += n;
-        payload_bytes.fetch_add(bytes, Ordering::Relaxed);
-        progress.done.fetch_add(n, Ordering::Relaxed);
+        self.written += n;
+        ctx.payload_bytes.fetch_add(p.bytes, Ordering::Relaxed);
+        ctx.progress.done.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// What all benchmark writers share.
+struct BenchCtx<'a> {
+    progress: &'a Progress,
+    failed: &'a AtomicBool,
+    payload_bytes: &'a AtomicU64,
+    ack_log: Option<&'a Mutex<BufWriter<File>>>,
+}
+
+fn bench_writer(
+    store: &Store,
+    a: &BenchArgs,
+    w: u64,
+    streams: u64,
+    ctx: &BenchCtx<'_>,
+) -> CliResult<Histogram<u64>> {
+    let mut hist = new_hist()?;
+    let mut plan = WriterPlan::new(store, a, w, streams)?;
+    while let Some(p) = plan.next() {
+        if ctx.failed.load(Ordering::Relaxed) {
+            break;
+        }
+        let n = p.events.len() as u64;
+        let t = Instant::now();
+        let r = store.append(&p.name, p.expected, p.events.clone())?;
+        hist.saturating_record(t.elapsed().as_nanos() as u64);
+        plan.acknowledged(&p, n, &r, ctx)?;
+    }
+    Ok(hist)
+}
+
+async fn bench_task(
+    store: orchestrix::AsyncStore,
+    a: &BenchArgs,
+    w: u64,
+    streams: u64,
+    ctx: &BenchCtx<'_>,
+) -> CliResult<Histogram<u64>> {
+    let mut hist = new_hist()?;
+    let mut plan = WriterPlan::new(store.store(), a, w, streams)?;
+    while let Some(mut p) = plan.next() {
+        if ctx.failed.load(Ordering::Relaxed) {
+            break;
+        }
+        let n = p.events.len() as u64;
+        let events = std::mem::take(&mut p.events);
+        let t = Instant::now();
+        let r = store.append(&p.name, p.expected, events).await?;
+        hist.saturating_record(t.elapsed().as_nanos() as u64);
+        plan.acknowledged(&p, n, &r, ctx)?;
     }
     Ok(hist)
 }
