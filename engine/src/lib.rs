@@ -21,6 +21,7 @@
 mod async_api;
 pub mod error;
 pub mod event;
+mod heads;
 pub mod limits;
 pub mod options;
 mod recent;

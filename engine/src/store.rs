@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orchestrix_index::ids::{IdIndex, IdMap};
-use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index};
+use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index, StreamHead};
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::{Checkpoint, FrameLocation, FramePayload, LogConfig, LogError, LogReader};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,6 +19,7 @@ use crate::error::{Result, StoreError};
 use crate::event::{
     AppendResult, Direction, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
 };
+use crate::heads::StreamHeads;
 use crate::limits::{
     check_event, check_stream_id, BATCH_EVENT_COUNT_MAX, BATCH_SIZE_MAX, STREAMS_PER_APPEND_MAX,
 };
@@ -47,7 +48,7 @@ pub(crate) struct Inner {
     pub index: Index,
     pub ids: IdIndex,
     pub recent: Mutex<Recent>,
-    pub heads: RwLock<HashMap<String, u64>>,
+    pub heads: RwLock<StreamHeads>,
     pub poisoned: AtomicBool,
     pub durable_position: AtomicU64,
     /// Committed position, for blocking subscribers.
@@ -65,7 +66,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Inner {
     /// Makes a committed group visible: recent index, heads, committed position.
-    pub fn publish(&self, frames: &[FrameSummary], heads: &[(String, u64)], committed: u64) {
+    pub fn publish(&self, frames: &[FrameSummary], committed: u64) {
         {
             let mut r = lock(&self.recent);
             for f in frames {
@@ -74,8 +75,16 @@ impl Inner {
         }
         {
             let mut h = self.heads.write().unwrap_or_else(|p| p.into_inner());
-            for (s, v) in heads {
-                h.insert(s.clone(), *v);
+            for f in frames {
+                for b in &f.batches {
+                    h.set(
+                        &b.stream,
+                        StreamHead {
+                            number: b.stream_number,
+                            version: b.first_version + u64::from(b.count) - 1,
+                        },
+                    );
+                }
             }
         }
         *lock(&self.committed.0) = committed;
@@ -182,6 +191,15 @@ impl Inner {
         dir: Direction,
         limit: usize,
     ) -> Result<Vec<BatchEntry>> {
+        let number = self
+            .heads
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .map(|h| h.number);
+        let Some(number) = number else {
+            return Ok(Vec::new());
+        };
         // Recent first, then the index: a batch moving from one to the other in between is
         // found in at least one of them.
         let recent: Vec<BatchEntry> = lock(&self.recent)
@@ -190,7 +208,7 @@ impl Inner {
             .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
         let backwards = dir == Direction::Backwards;
-        let mut all = self.index.stream_batches(stream, from, backwards, limit)?;
+        let mut all = self.index.stream_batches(number, from, backwards, limit)?;
         // Forwards, a full page from the index may stop short of the recent batches (which are
         // newer than everything indexed): take recent ones only up to the page's end, so the
         // caller's next page continues without a gap.
@@ -417,15 +435,23 @@ fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
     })
 }
 
-/// Builds the index summary of a frame read back from the log.
-pub(crate) fn summarize(loc: FrameLocation, first_position: u64, p: &FramePayload) -> FrameSummary {
+/// Builds the index summary of a frame read back from the log, advancing the heads (which
+/// gives new streams their numbers in log order, as the writer did).
+pub(crate) fn summarize(
+    loc: FrameLocation,
+    first_position: u64,
+    p: &FramePayload,
+    heads: &mut StreamHeads,
+) -> FrameSummary {
     let mut batches = Vec::with_capacity(p.batches.len());
     let mut types: Vec<String> = Vec::new();
     let mut min_time = i64::MAX;
     let mut pos = first_position;
     for b in &p.batches {
+        let head = heads.advance(&b.stream, b.first_version + b.events.len() as u64 - 1);
         batches.push(BatchSummary {
             stream: b.stream.clone(),
+            stream_number: head.number,
             first_version: b.first_version,
             first_position: pos,
             count: b.events.len() as u32,
@@ -595,11 +621,11 @@ impl Store {
                 Err(e) => return Err(e.into()),
             };
             let checkpoint = index.checkpoint()?;
-            let mut heads: HashMap<String, u64> = index.stream_heads()?.into_iter().collect();
+            let mut heads = StreamHeads::from_checkpoint(index.stream_heads()?);
             let mut batch: Vec<FrameSummary> = Vec::new();
             let mut apply_error: Option<StoreError> = None;
             let mut last_cp = checkpoint;
-            let mut touched: HashMap<String, u64> = HashMap::new();
+            let mut touched: HashMap<String, StreamHead> = HashMap::new();
             let opened = orchestrix_log::open(
                 vfs.clone(),
                 &log_dir,
@@ -613,12 +639,17 @@ impl Store {
                             reason: e.to_string(),
                         }
                     })?;
-                    for b in &p.batches {
-                        let last = b.first_version + b.events.len() as u64 - 1;
-                        heads.insert(b.stream.clone(), last);
-                        touched.insert(b.stream.clone(), last);
+                    let summary = summarize(loc, h.first_position, &p, &mut heads);
+                    for b in &summary.batches {
+                        touched.insert(
+                            b.stream.clone(),
+                            StreamHead {
+                                number: b.stream_number,
+                                version: b.first_version + u64::from(b.count) - 1,
+                            },
+                        );
                     }
-                    batch.push(summarize(loc, h.first_position, &p));
+                    batch.push(summary);
                     let cp = Checkpoint {
                         segment: loc.segment,
                         offset: loc.offset + loc.len,
@@ -653,7 +684,7 @@ impl Store {
                     index.apply(&batch)?;
                     if let Some(cp) = last_cp.filter(|_| report.frames_replayed > 0) {
                         // The log below `cp` is durable: open synced the recovered tail.
-                        let touched: Vec<(String, u64)> = touched.into_iter().collect();
+                        let touched: Vec<(String, StreamHead)> = touched.into_iter().collect();
                         index.checkpoint_durably(cp, &touched)?;
                     }
                     break (index, reader, w, report, heads);
@@ -888,7 +919,7 @@ impl Store {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(stream)
-            .copied())
+            .map(|h| h.version))
     }
 
     /// Whether a stream exists.
@@ -902,7 +933,7 @@ impl Store {
         let mut v: Vec<(String, u64)> = h
             .iter()
             .filter(|(s, _)| prefix.is_none_or(|p| s.starts_with(p)))
-            .map(|(s, v)| (s.clone(), *v))
+            .map(|(s, h)| (s.clone(), h.version))
             .collect();
         v.sort();
         v
@@ -1102,7 +1133,7 @@ pub(crate) enum IndexerMsg {
 fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) {
     let mut last_durable = Instant::now();
     let mut pending_cp: Option<Checkpoint> = None;
-    let mut dirty_heads: HashMap<String, u64> = HashMap::new();
+    let mut dirty_heads: HashMap<String, StreamHead> = HashMap::new();
     let mut failed = false;
     let fail = |inner: &Inner, what: &str, e: &dyn std::fmt::Display| {
         // The index is derived: reads keep working from the recent index and the log, and
@@ -1149,8 +1180,13 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                     lock(&inner.recent).remove(&frames);
                     for f in &frames {
                         for b in &f.batches {
-                            dirty_heads
-                                .insert(b.stream.clone(), b.first_version + u64::from(b.count) - 1);
+                            dirty_heads.insert(
+                                b.stream.clone(),
+                                StreamHead {
+                                    number: b.stream_number,
+                                    version: b.first_version + u64::from(b.count) - 1,
+                                },
+                            );
                         }
                     }
                     if let Some(last) = frames.last() {
@@ -1183,7 +1219,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                 }
             }
             if log_durable && due {
-                let heads: Vec<(String, u64)> = dirty_heads.drain().collect();
+                let heads: Vec<(String, StreamHead)> = dirty_heads.drain().collect();
                 match inner.index.checkpoint_durably(cp, &heads) {
                     Ok(()) => {
                         pending_cp = None;

@@ -5,7 +5,6 @@
 //! into one buffer, writes it once, fdatasyncs once, publishes the new frames to readers and
 //! only then acknowledges all of them. A failed write or fsync latches the store.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
 use crate::event::{AppendResult, ExpectedVersion};
+use crate::heads::StreamHeads;
 use crate::options::Durability;
 use crate::store::{IndexerMsg, Inner};
 
@@ -68,7 +68,7 @@ const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 pub(crate) struct Writer {
     pub log: LogWriter,
-    pub heads: HashMap<String, u64>,
+    pub heads: StreamHeads,
     pub inner: Arc<Inner>,
     pub rx: mpsc::Receiver<Request>,
     pub indexer: SyncSender<IndexerMsg>,
@@ -161,11 +161,7 @@ impl Writer {
                             .store(self.log.durable_position(), Ordering::Release);
                     }
                     if !summaries.is_empty() {
-                        self.inner.publish(
-                            &summaries,
-                            &self.heads_of(&summaries),
-                            self.log.next_position(),
-                        );
+                        self.inner.publish(&summaries, self.log.next_position());
                         // Bounded channel: a lagging indexer slows the writer down instead of
                         // letting memory grow.
                         let _ = self.indexer.send(IndexerMsg::Frames(summaries));
@@ -230,18 +226,6 @@ impl Writer {
             }
         }
         drop(self.indexer);
-    }
-
-    fn heads_of(&self, summaries: &[FrameSummary]) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> = Vec::new();
-        for f in summaries {
-            for b in &f.batches {
-                if let Some(&v) = self.heads.get(&b.stream) {
-                    out.push((b.stream.clone(), v));
-                }
-            }
-        }
-        out
     }
 
     /// Where an already-used event id is: its stream, version and position.
@@ -321,7 +305,7 @@ impl Writer {
         // Expected versions against the heads.
         let mut firsts = Vec::with_capacity(parts.len());
         for p in parts {
-            let current = self.heads.get(&p.stream).copied();
+            let current = self.heads.get(&p.stream).map(|h| h.version);
             let ok = match p.expected {
                 ExpectedVersion::Any => true,
                 ExpectedVersion::NoStream => current.is_none(),
@@ -362,8 +346,10 @@ impl Writer {
         let mut streams = Vec::with_capacity(parts.len());
         for (p, &first_version) in parts.iter().zip(&firsts) {
             let n = p.events.len() as u64;
+            let head = self.heads.advance(&p.stream, first_version + n - 1);
             batches.push(BatchSummary {
                 stream: p.stream.clone(),
+                stream_number: head.number,
                 first_version,
                 first_position: position,
                 count: n as u32,
@@ -375,7 +361,6 @@ impl Writer {
                 }
                 min_time = min_time.min(e.time_unix_nanos);
             }
-            self.heads.insert(p.stream.clone(), first_version + n - 1);
             streams.push((p.stream.clone(), first_version, first_version + n - 1));
             position += n;
         }
@@ -432,7 +417,7 @@ impl Writer {
                 return Err(StoreError::WrongExpectedVersion {
                     stream: p.stream.clone(),
                     expected: p.expected,
-                    current: self.heads.get(&p.stream).copied(),
+                    current: self.heads.get(&p.stream).map(|h| h.version),
                 });
             }
             streams.push((p.stream.clone(), v0, v0 + p.events.len() as u64 - 1));

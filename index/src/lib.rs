@@ -5,10 +5,12 @@
 //!   index (Kafka's `.index`): one entry at the start of each segment and then one per
 //!   [`FRAME_INDEX_INTERVAL_BYTES`] of log, so locating a position is a range lookup plus a
 //!   short scan.
-//! - `stream_batches`: (stream, first version) -> (first position, count, segment, offset,
+//! - `stream_batches`: (stream number, first version) -> (first position, count, segment, offset,
 //!   length); one entry per stream per append.
-//! - `streams`: stream -> last version (the stream heads, restored on open); written only by
-//!   durable checkpoints, together with the checkpoint.
+//! - `streams`: stream -> (stream number, last version): the stream heads, restored on open;
+//!   written only by durable checkpoints, together with the checkpoint. Stream numbers are
+//!   dense and given in order of first appearance in the log, so replaying the log assigns
+//!   the same ones again; fixed-width keys keep `stream_batches` inserts cheap.
 //! - `types`: (event type, page) -> (): the 1024-position pages holding events of a type.
 //! - `times`: (earliest event time in the frame, frame first position) -> (), one entry per
 //!   100 ms of event time.
@@ -38,9 +40,9 @@ type FrameValue = (u64, u64, u64, u32);
 type BatchValue = (u64, u32, u64, u64, u64);
 
 const FRAMES: TableDefinition<u64, FrameValue> = TableDefinition::new("frames");
-const STREAM_BATCHES: TableDefinition<(&str, u64), BatchValue> =
+const STREAM_BATCHES: TableDefinition<(u64, u64), BatchValue> =
     TableDefinition::new("stream_batches");
-const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
+const STREAMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("streams");
 const TYPES: TableDefinition<(&str, u64), ()> = TableDefinition::new("types");
 const TIMES: TableDefinition<(i64, u64), ()> = TableDefinition::new("times");
 const META: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("meta");
@@ -80,11 +82,22 @@ fn db_err(e: impl std::fmt::Display) -> IndexError {
 /// Result alias of the index crate.
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
 
+/// A stream's number and last version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamHead {
+    /// Dense number of the stream, in order of first appearance in the log.
+    pub number: u64,
+    /// Last version.
+    pub version: u64,
+}
+
 /// The part of one stream in one frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchSummary {
     /// Stream id.
     pub stream: String,
+    /// Stream number.
+    pub stream_number: u64,
     /// Version of the first event.
     pub first_version: u64,
     /// Position of the first event.
@@ -197,14 +210,15 @@ impl Index {
         }))
     }
 
-    /// Every stream with its last version.
-    pub fn stream_heads(&self) -> Result<Vec<(String, u64)>> {
+    /// Every stream with its number and last version, as of the durable checkpoint.
+    pub fn stream_heads(&self) -> Result<Vec<(String, StreamHead)>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(STREAMS).map_err(db_err)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            out.push((k.value().to_string(), v.value()));
+            let (number, version) = v.value();
+            out.push((k.value().to_string(), StreamHead { number, version }));
         }
         Ok(out)
     }
@@ -244,7 +258,7 @@ impl Index {
                 for b in &f.batches {
                     t_batches
                         .insert(
-                            (b.stream.as_str(), b.first_version),
+                            (b.stream_number, b.first_version),
                             (b.first_position, b.count, l.segment, l.offset, l.len),
                         )
                         .map_err(db_err)?;
@@ -282,14 +296,16 @@ impl Index {
     pub fn checkpoint_durably(
         &self,
         checkpoint: Checkpoint,
-        heads: &[(String, u64)],
+        heads: &[(String, StreamHead)],
     ) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate);
         {
             let mut t_streams = txn.open_table(STREAMS).map_err(db_err)?;
-            for (stream, v) in heads {
-                t_streams.insert(stream.as_str(), *v).map_err(db_err)?;
+            for (stream, h) in heads {
+                t_streams
+                    .insert(stream.as_str(), (h.number, h.version))
+                    .map_err(db_err)?;
             }
             let mut t_meta = txn.open_table(META).map_err(db_err)?;
             t_meta
@@ -343,18 +359,18 @@ impl Index {
         }))
     }
 
-    /// The batches of `stream` that hold versions at or after `from_version` (forwards) or at
+    /// The batches of stream number `stream` that hold versions at or after `from_version` (forwards) or at
     /// or before it (backwards), in that order, at most `limit` batches.
     pub fn stream_batches(
         &self,
-        stream: &str,
+        stream: u64,
         from_version: u64,
         backwards: bool,
         limit: usize,
     ) -> Result<Vec<BatchEntry>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(STREAM_BATCHES).map_err(db_err)?;
-        let conv = |k: (&str, u64), v: (u64, u32, u64, u64, u64)| BatchEntry {
+        let conv = |k: (u64, u64), v: (u64, u32, u64, u64, u64)| BatchEntry {
             first_version: k.1,
             first_position: v.0,
             count: v.1,
@@ -483,6 +499,7 @@ mod tests {
             event_count: n,
             batches: vec![BatchSummary {
                 stream: stream.into(),
+                stream_number: u64::from(stream.as_bytes()[0]),
                 first_version: v,
                 first_position: pos,
                 count: n,
@@ -514,29 +531,36 @@ mod tests {
             None,
             "only durable commits checkpoint"
         );
-        idx.checkpoint_durably(cp, &[("a".into(), 4), ("b".into(), 0)])
+        let h = |number: u8, version| StreamHead {
+            number: u64::from(number),
+            version,
+        };
+        idx.checkpoint_durably(cp, &[("a".into(), h(b'a', 4)), ("b".into(), h(b'b', 0))])
             .unwrap();
         assert_eq!(idx.checkpoint().unwrap(), Some(cp));
         // Frames 100 bytes apart: sparse entries every 4 KiB, so only the first one.
         assert_eq!(idx.frame_floor(4).unwrap().unwrap().first_position, 0);
-        let b = idx.stream_batches("a", 1, false, 10).unwrap();
+        let b = idx.stream_batches(u64::from(b'a'), 1, false, 10).unwrap();
         assert_eq!(
             b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
             vec![0, 2]
         );
-        let b = idx.stream_batches("a", 3, false, 10).unwrap();
+        let b = idx.stream_batches(u64::from(b'a'), 3, false, 10).unwrap();
         assert_eq!(
             b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
             vec![2]
         );
-        let b = idx.stream_batches("a", 4, true, 10).unwrap();
+        let b = idx.stream_batches(u64::from(b'a'), 4, true, 10).unwrap();
         assert_eq!(
             b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
             vec![2, 0]
         );
         let mut heads = idx.stream_heads().unwrap();
-        heads.sort();
-        assert_eq!(heads, vec![("a".to_string(), 4), ("b".to_string(), 0)]);
+        heads.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            heads,
+            vec![("a".to_string(), h(b'a', 4)), ("b".to_string(), h(b'b', 0))]
+        );
         assert_eq!(idx.pages_with_type("T", 1, 10).unwrap(), vec![0]);
         assert_eq!(
             idx.first_frame_at_or_after_time(1).unwrap(),
