@@ -37,9 +37,9 @@ const LOCK_FILE: &str = "LOCK";
 /// Frames applied to the index per transaction during a rebuild.
 const REBUILD_BATCH_FRAMES: usize = 16_384;
 /// Depth of the writer -> indexer queue, in groups.
-const INDEXER_QUEUE_GROUPS: usize = 256;
+const INDEXER_QUEUE_GROUPS: usize = 4096;
 /// How long the indexer gathers frames before applying them in one transaction.
-const INDEXER_GATHER: Duration = Duration::from_millis(50);
+const INDEXER_GATHER: Duration = Duration::from_millis(10);
 
 /// State shared by the API, the writer and the indexer.
 pub(crate) struct Inner {
@@ -1150,17 +1150,19 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
         // Gather for a little while: one redb transaction per few milliseconds instead of one
-        // per group keeps the indexer's per-commit cost off the ingest path.
-        let gather_until = Instant::now() + INDEXER_GATHER;
-        while open && msgs.len() < 16_384 {
-            let left = gather_until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match rx.recv_timeout(left) {
-                Ok(m) => msgs.push(m),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
+        // per group keeps the indexer's per-commit cost off the ingest path, and sleeping
+        // (rather than waiting on the queue) spares the writer a wake-up per group.
+        if open && !msgs.is_empty() {
+            std::thread::sleep(INDEXER_GATHER);
+            loop {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
             }
         }
         let mut frames = Vec::new();
