@@ -474,6 +474,63 @@ pub(crate) fn summarize(
     }
 }
 
+/// Collects event ids while the log is replayed: writes the id file of each sealed segment
+/// the replay covered from its start and that lacks one, and keeps the ids of the last segment
+/// (the active one) for the writer. Memory holds one segment's ids at a time.
+struct IdCollector<'a> {
+    ids: &'a IdIndex,
+    segment: Option<u64>,
+    from_start: bool,
+    map: IdMap,
+}
+
+impl<'a> IdCollector<'a> {
+    fn new(ids: &'a IdIndex) -> Self {
+        IdCollector {
+            ids,
+            segment: None,
+            from_start: false,
+            map: IdMap::default(),
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        self.from_start && self.segment.is_some_and(|s| !self.ids.has_segment(s))
+    }
+
+    fn frame(
+        &mut self,
+        loc: FrameLocation,
+        first_position: u64,
+        p: &FramePayload,
+    ) -> std::result::Result<(), orchestrix_index::IndexError> {
+        if self.segment != Some(loc.segment) {
+            if let Some(sealed) = self.segment.filter(|_| self.wanted()) {
+                self.ids.write_segment(sealed, &self.map)?;
+            }
+            self.segment = Some(loc.segment);
+            self.from_start = loc.offset == orchestrix_log::segment::SEGMENT_HEADER_SIZE as u64;
+            self.map.clear();
+        }
+        if self.wanted() {
+            let mut pos = first_position;
+            for b in &p.batches {
+                for e in &b.events {
+                    self.map.insert(e.id, pos);
+                    pos += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the last replayed segment, if the replay covered it from its start.
+    fn into_active(self) -> Option<(u64, IdMap)> {
+        let wanted = self.wanted();
+        self.segment.filter(|_| wanted).map(|s| (s, self.map))
+    }
+}
+
 /// Collects the event ids of one segment by scanning it.
 fn scan_segment_ids(reader: &LogReader, segment: u64) -> Result<IdMap> {
     let mut ids = IdMap::default();
@@ -606,9 +663,12 @@ impl Store {
         let config = LogConfig {
             segment_size_bytes_max: options.segment_size_bytes_max,
         };
+        // Event ids: one file per sealed segment (rebuilt if missing), the active segment's in
+        // the writer's memory. Replaying the log fills in what is missing on the way.
+        let ids = IdIndex::open(&dir.join(IDS_DIR))?;
         let mut rebuilt = false;
         let mut attempt = 0;
-        let (index, reader, log_writer, report, heads) = loop {
+        let (index, reader, log_writer, report, heads, collected) = loop {
             attempt += 1;
             let index = match Index::open(&index_path) {
                 Ok(i) => i,
@@ -626,6 +686,7 @@ impl Store {
             let mut apply_error: Option<StoreError> = None;
             let mut last_cp = checkpoint;
             let mut touched: HashMap<String, StreamHead> = HashMap::new();
+            let mut collector = IdCollector::new(&ids);
             let opened = orchestrix_log::open(
                 vfs.clone(),
                 &log_dir,
@@ -639,6 +700,10 @@ impl Store {
                             reason: e.to_string(),
                         }
                     })?;
+                    if let Err(e) = collector.frame(loc, h.first_position, &p) {
+                        apply_error = Some(e.into());
+                        return Err(LogError::Payload("writing an id file failed".into()));
+                    }
                     let summary = summarize(loc, h.first_position, &p, &mut heads);
                     for b in &summary.batches {
                         touched.insert(
@@ -682,12 +747,13 @@ impl Store {
                         continue;
                     }
                     index.apply(&batch)?;
+                    let collected = collector.into_active();
                     if let Some(cp) = last_cp.filter(|_| report.frames_replayed > 0) {
                         // The log below `cp` is durable: open synced the recovered tail.
                         let touched: Vec<(String, StreamHead)> = touched.into_iter().collect();
                         index.checkpoint_durably(cp, &touched)?;
                     }
-                    break (index, reader, w, report, heads);
+                    break (index, reader, w, report, heads, collected);
                 }
                 Err(LogError::CheckpointMismatch(why)) if attempt == 1 => {
                     tracing::warn!(%why, "index does not match the log; rebuilding it");
@@ -699,10 +765,6 @@ impl Store {
             }
         };
 
-        // Event ids: one file per sealed segment (rebuilt if missing), the active segment's in
-        // the writer's memory.
-        let ids_dir = dir.join(IDS_DIR);
-        let ids = IdIndex::open(&ids_dir)?;
         let segments: Vec<u64> = reader.segments().iter().map(|s| s.first_position).collect();
         let (active_segment, sealed) = match segments.split_last() {
             Some((last, sealed)) => (*last, sealed),
@@ -715,7 +777,10 @@ impl Store {
                 ids.write_segment(s, &m)?;
             }
         }
-        let active_ids = scan_segment_ids(&reader, active_segment)?;
+        let active_ids = match collected {
+            Some((segment, map)) if segment == active_segment => map,
+            _ => scan_segment_ids(&reader, active_segment)?,
+        };
 
         let committed = reader.committed_position();
         let (watch_tx, _) = watch::channel(committed);
