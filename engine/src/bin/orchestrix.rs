@@ -993,13 +993,14 @@ fn bench_writer(
 ) -> CliResult<Histogram<u64>> {
     let mut hist = new_hist()?;
     let mut plan = WriterPlan::new(store, a, w, streams)?;
-    while let Some(p) = plan.next() {
+    while let Some(mut p) = plan.next() {
         if ctx.failed.load(Ordering::Relaxed) {
             break;
         }
         let n = p.events.len() as u64;
+        let events = std::mem::take(&mut p.events);
         let t = Instant::now();
-        let r = store.append(&p.name, p.expected, p.events.clone())?;
+        let r = store.append(&p.name, p.expected, events)?;
         hist.saturating_record(t.elapsed().as_nanos() as u64);
         plan.acknowledged(&p, n, &r, ctx)?;
     }
