@@ -27,7 +27,7 @@ use crate::options::{Durability, Options};
 use crate::recent::Recent;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::subscription::Subscription;
-use crate::writer::{AppendPart, AppendReply, Request, Writer};
+use crate::writer::{AppendPart, AppendReply, Request, Syncer, Writer};
 
 const LOG_DIR: &str = "log";
 const INDEX_FILE: &str = "index.redb";
@@ -38,6 +38,8 @@ const LOCK_FILE: &str = "LOCK";
 const REBUILD_BATCH_FRAMES: usize = 16_384;
 /// Depth of the writer -> indexer queue, in groups.
 const INDEXER_QUEUE_GROUPS: usize = 4096;
+/// Written groups that may wait for their fdatasync (how far the writer runs ahead).
+const SYNC_QUEUE_GROUPS: usize = 8;
 /// How long the indexer gathers frames before applying them in one transaction.
 const INDEXER_GATHER: Duration = Duration::from_millis(10);
 
@@ -803,16 +805,23 @@ impl Store {
         let (tx, rx) = mpsc::channel(options.queue_depth);
         let (itx, irx) = sync_channel(INDEXER_QUEUE_GROUPS);
         let (atx, arx) = std::sync::mpsc::channel();
+        let (stx, srx) = sync_channel(SYNC_QUEUE_GROUPS);
         let writer = Writer {
             log: log_writer,
             heads,
             inner: inner.clone(),
             rx,
-            indexer: itx,
-            acker: atx,
+            syncer: stx,
             active_segment,
             active_ids,
             sealing: Vec::new(),
+            durability: options.durability,
+        };
+        let syncer = Syncer {
+            inner: inner.clone(),
+            rx: srx,
+            indexer: itx,
+            acker: atx,
             durability: options.durability,
             last_sync: Instant::now(),
         };
@@ -821,6 +830,12 @@ impl Store {
             std::thread::Builder::new()
                 .name("orchestrix-writer".into())
                 .spawn(move || writer.run())
+                .map_err(io(&dir))?,
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("orchestrix-syncer".into())
+                .spawn(move || syncer.run())
                 .map_err(io(&dir))?,
         );
         threads.push(
@@ -1134,8 +1149,17 @@ pub(crate) fn validate_and_convert(
     }
     let mut total_events = 0usize;
     let mut total_bytes = 0u64;
-    let mut seen_ids: HashSet<[u8; 16], foldhash::fast::RandomState> = HashSet::default();
-    let check_repeats = parts.iter().map(|p| p.2.len()).sum::<usize>() > 1;
+    let event_count: usize = parts.iter().map(|p| p.2.len()).sum();
+    let check_repeats = event_count > 1;
+    let mut seen_ids: HashSet<[u8; 16], foldhash::fast::RandomState> =
+        HashSet::with_capacity_and_hasher(
+            if check_repeats {
+                event_count.min(BATCH_EVENT_COUNT_MAX)
+            } else {
+                0
+            },
+            Default::default(),
+        );
     let mut out = Vec::with_capacity(parts.len());
     for (i, (stream, expected, events)) in parts.into_iter().enumerate() {
         check_stream_id(&stream)?;

@@ -6,14 +6,14 @@
 //! only then acknowledges all of them. A failed write or fsync latches the store.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
 use orchestrix_index::ids::IdMap;
 use orchestrix_index::{BatchSummary, FrameSummary};
 use orchestrix_log::record::encode_payload;
-use orchestrix_log::{EventRecord, LogWriter};
+use orchestrix_log::{EventRecord, LogError, LogWriter, PendingCommit};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -71,9 +71,8 @@ pub(crate) struct Writer {
     pub heads: StreamHeads,
     pub inner: Arc<Inner>,
     pub rx: mpsc::Receiver<Request>,
-    pub indexer: SyncSender<IndexerMsg>,
-    /// Hands acknowledgements to the acknowledger thread.
-    pub acker: std::sync::mpsc::Sender<Vec<Ack>>,
+    /// Hands written groups to the syncer thread.
+    pub syncer: SyncSender<CommitJob>,
     /// The segment frames are being appended to.
     pub active_segment: u64,
     /// Ids of the active segment's events (including this group's), id -> position.
@@ -81,7 +80,133 @@ pub(crate) struct Writer {
     /// Ids of sealed segments whose id files are not written yet.
     pub sealing: Vec<(u64, Arc<IdMap>)>,
     pub durability: Durability,
+}
+
+/// An append waiting for its group's commit: the reply channel, the result to send, and the
+/// caller's events (returned for the caller to free).
+type Pending = (oneshot::Sender<AppendReply>, AppendResult, Vec<AppendPart>);
+
+/// A written group on its way to durability.
+pub(crate) struct CommitJob {
+    commit: PendingCommit,
+    summaries: Vec<FrameSummary>,
+    pending: Vec<Pending>,
+    sealed: Vec<(u64, Arc<IdMap>)>,
+    tick: bool,
+}
+
+/// Answers every append of a failed group: the first gets the error itself, the others a
+/// `WriteFailed` naming it (or `Poisoned` when the failure happened earlier).
+fn fail_all(pending: Vec<Pending>, error: Option<LogError>) {
+    let reason = error.as_ref().map(ToString::to_string);
+    let mut first = error;
+    for (reply, _, parts) in pending {
+        let err = match (first.take(), &reason) {
+            (Some(e), _) => StoreError::Log(e),
+            (None, Some(r)) => StoreError::WriteFailed(r.clone()),
+            (None, None) => StoreError::Poisoned,
+        };
+        let _ = reply.send(AppendReply {
+            result: Err(err),
+            _events: parts,
+        });
+    }
+}
+
+/// The second half of the pipelined group commit: fdatasyncs written groups (one fdatasync
+/// for every group that arrived meanwhile), then publishes them to readers, hands them to the
+/// indexer, and acknowledges them, in order.
+pub(crate) struct Syncer {
+    pub inner: Arc<Inner>,
+    pub rx: Receiver<CommitJob>,
+    pub indexer: SyncSender<IndexerMsg>,
+    pub acker: std::sync::mpsc::Sender<Vec<Ack>>,
+    pub durability: Durability,
     pub last_sync: Instant,
+}
+
+impl Syncer {
+    pub fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut jobs = vec![first];
+            while let Ok(more) = self.rx.try_recv() {
+                jobs.push(more);
+            }
+            let poisoned = self.inner.poisoned.load(Ordering::Acquire);
+            let frames = jobs.iter().any(|j| !j.summaries.is_empty());
+            let tick = jobs.iter().any(|j| j.tick);
+            let sync = match self.durability {
+                Durability::Always => frames,
+                Durability::Interval(d) => tick && self.last_sync.elapsed() >= d,
+                Durability::Never => false,
+            };
+            let mut failure = None;
+            if !poisoned && sync {
+                if let Some(last) = jobs.last() {
+                    match last.commit.sync() {
+                        Ok(()) => {
+                            self.last_sync = Instant::now();
+                            self.inner
+                                .durable_position
+                                .fetch_max(last.commit.next_position(), Ordering::AcqRel);
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            }
+            if poisoned || failure.is_some() {
+                // Nothing is acknowledged after a failure, not even groups written before it.
+                if let Some(e) = &failure {
+                    tracing::error!(error = %e, "fdatasync failed; the store is now read-only");
+                }
+                self.inner.poisoned.store(true, Ordering::Release);
+                let mut failure = failure;
+                for job in jobs {
+                    fail_all(job.pending, failure.take());
+                }
+                continue;
+            }
+            for job in jobs {
+                let next = job.commit.next_position();
+                job.commit.publish();
+                if !job.summaries.is_empty() {
+                    self.inner.publish(&job.summaries, next);
+                    // Bounded channel: a lagging indexer slows the writer down instead of
+                    // letting memory grow.
+                    let _ = self.indexer.send(IndexerMsg::Frames(job.summaries));
+                }
+                for (segment, ids) in job.sealed {
+                    let _ = self.indexer.send(IndexerMsg::Sealed(segment, ids));
+                }
+                self.acknowledge(job.pending);
+            }
+        }
+    }
+
+    fn acknowledge(&self, pending: Vec<Pending>) {
+        let acks: Vec<Ack> = pending
+            .into_iter()
+            .map(|(reply, r, parts)| {
+                (
+                    reply,
+                    AppendReply {
+                        result: Ok(r),
+                        _events: parts,
+                    },
+                )
+            })
+            .collect();
+        if acks.len() <= ACK_INLINE_MAX {
+            // A hand-off would cost a lone caller more than waking it here.
+            for (reply, answer) in acks {
+                let _ = reply.send(answer);
+            }
+        } else if let Err(unsent) = self.acker.send(acks) {
+            for (reply, answer) in unsent.0 {
+                let _ = reply.send(answer);
+            }
+        }
+    }
 }
 
 /// Where an event id of the current group went.
@@ -111,8 +236,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut pending: Vec<(oneshot::Sender<AppendReply>, AppendResult, Vec<AppendPart>)> =
-                Vec::new();
+            if self.inner.poisoned.load(Ordering::Acquire) {
+                self.log.poison();
+            }
+            self.log
+                .note_durable(self.inner.durable_position.load(Ordering::Acquire));
+            let mut pending: Vec<Pending> = Vec::new();
             let mut summaries = Vec::new();
             let group_first_position = self.log.next_position();
             let mut sealed_now: Vec<(u64, Arc<IdMap>)> = Vec::new();
@@ -142,90 +271,42 @@ impl Writer {
                     Request::Tick => tick = true,
                 }
             }
-            let sync = match self.durability {
-                Durability::Always => !summaries.is_empty(),
-                Durability::Interval(d) => tick && self.last_sync.elapsed() >= d,
-                Durability::Never => false,
-            };
-            let result = if summaries.is_empty() && !sync {
-                Ok(())
-            } else {
-                self.log.commit(sync)
-            };
-            match result {
-                Ok(()) => {
-                    if sync {
-                        self.last_sync = Instant::now();
-                        self.inner
-                            .durable_position
-                            .store(self.log.durable_position(), Ordering::Release);
-                    }
-                    if !summaries.is_empty() {
-                        self.inner.publish(&summaries, self.log.next_position());
-                        // Bounded channel: a lagging indexer slows the writer down instead of
-                        // letting memory grow.
-                        let _ = self.indexer.send(IndexerMsg::Frames(summaries));
-                    }
-                    for (segment, ids) in sealed_now {
-                        let _ = self.indexer.send(IndexerMsg::Sealed(segment, ids));
-                    }
-                    // Waking the callers is left to the acknowledger thread, so that the next
-                    // group's write and fdatasync overlap with it.
-                    let acks: Vec<Ack> = pending
-                        .into_iter()
-                        .map(|(reply, r, parts)| {
-                            (
-                                reply,
-                                AppendReply {
-                                    result: Ok(r),
-                                    _events: parts,
-                                },
-                            )
-                        })
-                        .collect();
-                    if acks.len() <= ACK_INLINE_MAX {
-                        // A hand-off would cost a lone caller more than waking it here.
-                        for (reply, answer) in acks {
-                            let _ = reply.send(answer);
-                        }
-                    } else {
-                        if let Err(unsent) = self.acker.send(acks) {
-                            for (reply, answer) in unsent.0 {
-                                let _ = reply.send(answer);
-                            }
-                        }
+            if pending.is_empty() && summaries.is_empty() && !tick {
+                continue;
+            }
+            match self.log.write_pending() {
+                Ok(commit) => {
+                    let job = CommitJob {
+                        commit,
+                        summaries,
+                        pending,
+                        sealed: sealed_now,
+                        tick,
+                    };
+                    // Bounded: the writer runs at most a few groups ahead of the fdatasyncs.
+                    if let Err(unsent) = self.syncer.send(job) {
+                        fail_all(unsent.0.pending, None);
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "log write failed; the store is now read-only");
                     self.inner.poisoned.store(true, Ordering::Release);
-                    // Every append of the failed group learns why; later ones get `Poisoned`.
-                    let reason = e.to_string();
-                    let mut first = Some(e);
-                    for (reply, _, parts) in pending {
-                        let err = match first.take() {
-                            Some(e) => StoreError::Log(e),
-                            None => StoreError::WriteFailed(reason.clone()),
-                        };
-                        let _ = reply.send(AppendReply {
-                            result: Err(err),
-                            _events: parts,
-                        });
-                    }
+                    fail_all(pending, Some(e));
                 }
             }
         }
+        // Under relaxed durability, make everything written durable before stopping; the
+        // syncer publishes what is still queued.
         if self.durability != Durability::Always
             && !self.log.is_poisoned()
+            && !self.inner.poisoned.load(Ordering::Acquire)
             && self.log.sync().is_ok()
         {
-            {
-                self.inner
-                    .durable_position
-                    .store(self.log.durable_position(), Ordering::Release);
-            }
+            self.inner
+                .durable_position
+                .fetch_max(self.log.durable_position(), Ordering::AcqRel);
         }
-        drop(self.indexer);
+        drop(self.syncer);
     }
 
     /// Where an already-used event id is: its stream, version and position.
@@ -265,6 +346,14 @@ impl Writer {
             return Err(StoreError::InvalidInput(format!(
                 "internal: position {position} of this group has no summary"
             )));
+        }
+        // Written by an earlier group that is still being synced: wait until it is readable.
+        while position >= self.inner.committed_position() {
+            if self.inner.poisoned.load(Ordering::Acquire) {
+                return Err(StoreError::Poisoned);
+            }
+            self.inner
+                .wait_for_commit(position, std::time::Duration::from_millis(10));
         }
         let e = self.inner.read_at(position)?;
         if e.id.as_bytes() != id {

@@ -20,6 +20,6 @@ pub use crate::error::{LogError, Result};
 pub use crate::frame::FrameHeader;
 pub use crate::log::{
     open, Checkpoint, FrameLocation, FrameVisitor, LogConfig, LogReader, LogScanner, LogWriter,
-    RecoveryReport, SegmentInfo,
+    PendingCommit, RecoveryReport, SegmentInfo,
 };
 pub use crate::record::{EventRecord, FramePayload, StreamBatch};

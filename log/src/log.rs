@@ -598,6 +598,38 @@ impl LogWriter {
             .store(self.next_position, Ordering::Release);
     }
 
+    /// Writes the buffered frames without syncing them and returns the commit for another
+    /// thread to sync and publish, so that the next group's encoding and write overlap this
+    /// group's fdatasync (pipelined group commit). Pending commits must be published in the
+    /// order they were written. Do not mix with [`LogWriter::commit`].
+    pub fn write_pending(&mut self) -> Result<PendingCommit> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let r = self.write_buffer();
+        self.latch(r)?;
+        Ok(PendingCommit {
+            shared: self.shared.clone(),
+            active: self.active.clone(),
+            end: self.written,
+            next_position: self.next_position,
+            sealed: self.sealed_unpublished.drain(..).collect(),
+            created: self.created_unpublished.drain(..).collect(),
+        })
+    }
+
+    /// Tells the writer that the log is durable up to `position` (learned from whoever syncs
+    /// pending commits); frames written from now on record it.
+    pub fn note_durable(&mut self, position: u64) {
+        self.durable_position = self.durable_position.max(position.min(self.next_position));
+    }
+
+    /// Latches the writer after a failure found elsewhere (a failed fdatasync of a pending
+    /// commit): every later call fails with [`LogError::Poisoned`].
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
     /// Makes everything written so far durable (for interval durability).
     pub fn sync(&mut self) -> Result<()> {
         if self.poisoned {
@@ -616,6 +648,48 @@ impl LogWriter {
         LogReader {
             shared: self.shared.clone(),
         }
+    }
+}
+
+/// Frames written by [`LogWriter::write_pending`], waiting to be synced and published.
+pub struct PendingCommit {
+    shared: Arc<Shared>,
+    active: Arc<SegmentHandle>,
+    end: u64,
+    next_position: u64,
+    sealed: Vec<(Arc<SegmentHandle>, u64)>,
+    created: Vec<Arc<SegmentHandle>>,
+}
+
+impl PendingCommit {
+    /// Position after this commit's last event.
+    pub fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
+    /// fdatasyncs the segment this commit ends in. Segments sealed before it were synced
+    /// whole when they were sealed, so this makes the commit (and every earlier one) durable.
+    pub fn sync(&self) -> Result<()> {
+        self.active
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io(self.shared.dir.join(&self.active.name), e))
+    }
+
+    /// Makes the commit visible to readers. A sealed segment's final end is stored before the
+    /// segment after it is listed, so a scanner that finds a newer segment has already read
+    /// the old one to its end.
+    pub fn publish(self) {
+        for (handle, end) in self.sealed {
+            handle.end.store(end, Ordering::Release);
+        }
+        for handle in self.created {
+            publish_segment(&self.shared, handle);
+        }
+        self.active.end.fetch_max(self.end, Ordering::AcqRel);
+        self.shared
+            .committed_position
+            .fetch_max(self.next_position, Ordering::AcqRel);
     }
 }
 

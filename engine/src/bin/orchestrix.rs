@@ -99,6 +99,10 @@ struct BenchArgs {
     /// OS threads: many concurrent writers then cost no context switch per append.
     #[arg(long)]
     tasks: bool,
+    /// Build every event before the clock starts, so that the figures measure the store
+    /// and not the making of the events (which otherwise shares the CPU with it).
+    #[arg(long)]
+    pregenerate: bool,
 }
 
 #[derive(Args, Debug)]
@@ -662,8 +666,12 @@ fn bench(a: BenchArgs) -> CliResult {
     let show_progress = std::io::stderr().is_terminal() && a.events > 0;
     let failed = AtomicBool::new(false);
     let payload_bytes = AtomicU64::new(0);
+    let pregenerated: Vec<Mutex<Option<Batches>>> = (0..a.writers)
+        .map(|w| Mutex::new(a.pregenerate.then(|| pregenerate(&a, w))))
+        .collect();
     let started = Instant::now();
     let ctx = BenchCtx {
+        pregenerated: &pregenerated,
         progress: &progress,
         failed: &failed,
         payload_bytes: &payload_bytes,
@@ -868,6 +876,41 @@ async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
     outputs.into_iter().flatten().collect()
 }
 
+/// A writer's appends' events with their payload bytes.
+type Batches = Vec<(Vec<EventData>, u64)>;
+
+/// How many events writer `w` appends.
+fn writer_share(a: &BenchArgs, w: u64) -> u64 {
+    a.events / a.writers + u64::from(w < a.events % a.writers)
+}
+
+/// The `n` events of one append, starting at sequence number `seq`, with their payload bytes.
+fn make_events(w: u64, seq: u64, n: u64, size: usize) -> (Vec<EventData>, u64) {
+    let mut bytes = 0u64;
+    let events = (0..n)
+        .map(|i| {
+            let data = payload(w, seq + i, size);
+            bytes += data.len() as u64;
+            EventData::json("BenchEvent", data)
+        })
+        .collect();
+    (events, bytes)
+}
+
+/// Every append's events of writer `w`, in reverse order (popped from the end).
+fn pregenerate(a: &BenchArgs, w: u64) -> Batches {
+    let share = writer_share(a, w);
+    let mut out = Vec::new();
+    let mut seq = 0;
+    while seq < share {
+        let n = a.batch.min(share - seq);
+        out.push(make_events(w, seq, n, a.event_size));
+        seq += n;
+    }
+    out.reverse();
+    out
+}
+
 /// What one benchmark writer owns: its streams (with their versions) and its share.
 struct WriterPlan<'a> {
     a: &'a BenchArgs,
@@ -876,6 +919,8 @@ struct WriterPlan<'a> {
     owned: Vec<(String, Option<u64>)>,
     written: u64,
     turn: usize,
+    /// Events built before the clock started, in reverse order of use.
+    pregenerated: Option<Batches>,
 }
 
 /// One append to make: stream slot, expected version, events, payload bytes.
@@ -888,8 +933,14 @@ struct PlannedAppend {
 }
 
 impl<'a> WriterPlan<'a> {
-    fn new(store: &Store, a: &'a BenchArgs, w: u64, streams: u64) -> CliResult<Self> {
-        let share = a.events / a.writers + u64::from(w < a.events % a.writers);
+    fn new(
+        store: &Store,
+        a: &'a BenchArgs,
+        w: u64,
+        streams: u64,
+        pregenerated: Option<Batches>,
+    ) -> CliResult<Self> {
+        let share = writer_share(a, w);
         // This writer owns streams w, w + W, w + 2W, ... and tracks their versions itself.
         let mut owned = Vec::new();
         let mut k = w;
@@ -906,6 +957,7 @@ impl<'a> WriterPlan<'a> {
             owned,
             written: 0,
             turn: 0,
+            pregenerated,
         })
     }
 
@@ -917,14 +969,10 @@ impl<'a> WriterPlan<'a> {
         let slot = self.turn % self.owned.len();
         self.turn += 1;
         let (name, head) = &self.owned[slot];
-        let mut bytes = 0u64;
-        let events: Vec<EventData> = (0..n)
-            .map(|i| {
-                let data = payload(self.w, self.written + i, self.a.event_size);
-                bytes += data.len() as u64;
-                EventData::json("BenchEvent", data)
-            })
-            .collect();
+        let (events, bytes) = match self.pregenerated.as_mut().and_then(Vec::pop) {
+            Some(e) => e,
+            None => make_events(self.w, self.written, n, self.a.event_size),
+        };
         let expected = match *head {
             None => ExpectedVersion::NoStream,
             Some(v) => ExpectedVersion::Exact(v),
@@ -982,6 +1030,16 @@ struct BenchCtx<'a> {
     failed: &'a AtomicBool,
     payload_bytes: &'a AtomicU64,
     ack_log: Option<&'a Mutex<BufWriter<File>>>,
+    /// Per writer, its events built before the clock started (`--pregenerate`).
+    pregenerated: &'a [Mutex<Option<Batches>>],
+}
+
+impl BenchCtx<'_> {
+    fn take_pregenerated(&self, w: u64) -> Option<Batches> {
+        self.pregenerated
+            .get(w as usize)
+            .and_then(|m| m.lock().ok().and_then(|mut g| g.take()))
+    }
 }
 
 fn bench_writer(
@@ -992,7 +1050,7 @@ fn bench_writer(
     ctx: &BenchCtx<'_>,
 ) -> CliResult<Histogram<u64>> {
     let mut hist = new_hist()?;
-    let mut plan = WriterPlan::new(store, a, w, streams)?;
+    let mut plan = WriterPlan::new(store, a, w, streams, ctx.take_pregenerated(w))?;
     while let Some(mut p) = plan.next() {
         if ctx.failed.load(Ordering::Relaxed) {
             break;
@@ -1015,7 +1073,7 @@ async fn bench_task(
     ctx: &BenchCtx<'_>,
 ) -> CliResult<Histogram<u64>> {
     let mut hist = new_hist()?;
-    let mut plan = WriterPlan::new(store.store(), a, w, streams)?;
+    let mut plan = WriterPlan::new(store.store(), a, w, streams, ctx.take_pregenerated(w))?;
     while let Some(mut p) = plan.next() {
         if ctx.failed.load(Ordering::Relaxed) {
             break;
