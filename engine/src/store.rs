@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -27,7 +27,7 @@ use crate::options::{Durability, Options};
 use crate::recent::Recent;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::subscription::Subscription;
-use crate::writer::{AppendPart, AppendReply, Request, Syncer, Writer};
+use crate::writer::{run_syncer, AppendPart, AppendReply, Completer, Request, Writer};
 
 const LOG_DIR: &str = "log";
 const INDEX_FILE: &str = "index.redb";
@@ -806,24 +806,28 @@ impl Store {
         let (itx, irx) = sync_channel(INDEXER_QUEUE_GROUPS);
         let (atx, arx) = std::sync::mpsc::channel();
         let (stx, srx) = sync_channel(SYNC_QUEUE_GROUPS);
+        let completer = Completer {
+            inner: inner.clone(),
+            indexer: itx,
+            acker: atx,
+            durability: options.durability,
+            last_sync: Arc::new(Mutex::new(Instant::now())),
+        };
+        let inflight = Arc::new(AtomicUsize::new(0));
+        let syncer_completer = completer.clone();
+        let syncer_inflight = inflight.clone();
         let writer = Writer {
             log: log_writer,
             heads,
             inner: inner.clone(),
             rx,
             syncer: stx,
+            inflight,
+            completer,
             active_segment,
             active_ids,
             sealing: Vec::new(),
             durability: options.durability,
-        };
-        let syncer = Syncer {
-            inner: inner.clone(),
-            rx: srx,
-            indexer: itx,
-            acker: atx,
-            durability: options.durability,
-            last_sync: Instant::now(),
         };
         let mut threads = Vec::new();
         threads.push(
@@ -835,7 +839,7 @@ impl Store {
         threads.push(
             std::thread::Builder::new()
                 .name("orchestrix-syncer".into())
-                .spawn(move || syncer.run())
+                .spawn(move || run_syncer(syncer_completer, srx, syncer_inflight))
                 .map_err(io(&dir))?,
         );
         threads.push(

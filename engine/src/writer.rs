@@ -5,7 +5,7 @@
 //! into one buffer, writes it once, fdatasyncs once, publishes the new frames to readers and
 //! only then acknowledges all of them. A failed write or fsync latches the store.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,6 +73,10 @@ pub(crate) struct Writer {
     pub rx: mpsc::Receiver<Request>,
     /// Hands written groups to the syncer thread.
     pub syncer: SyncSender<CommitJob>,
+    /// Groups handed to the syncer and not completed yet.
+    pub inflight: Arc<AtomicUsize>,
+    /// Completes groups inline when nothing is in flight or queued.
+    pub completer: Completer,
     /// The segment frames are being appended to.
     pub active_segment: u64,
     /// Ids of the active segment's events (including this group's), id -> position.
@@ -113,73 +117,87 @@ fn fail_all(pending: Vec<Pending>, error: Option<LogError>) {
     }
 }
 
-/// The second half of the pipelined group commit: fdatasyncs written groups (one fdatasync
-/// for every group that arrived meanwhile), then publishes them to readers, hands them to the
-/// indexer, and acknowledges them, in order.
-pub(crate) struct Syncer {
+/// The second half of a group commit: fdatasyncs written groups (one fdatasync for all of
+/// them), then publishes them to readers, hands them to the indexer, and acknowledges them,
+/// in order. The writer runs it inline when nothing else is queued (lowest latency); under
+/// load it hands groups to the syncer thread and goes on writing the next one (pipelining).
+#[derive(Clone)]
+pub(crate) struct Completer {
     pub inner: Arc<Inner>,
-    pub rx: Receiver<CommitJob>,
     pub indexer: SyncSender<IndexerMsg>,
     pub acker: std::sync::mpsc::Sender<Vec<Ack>>,
     pub durability: Durability,
-    pub last_sync: Instant,
+    pub last_sync: Arc<std::sync::Mutex<Instant>>,
 }
 
-impl Syncer {
-    pub fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut jobs = vec![first];
-            while let Ok(more) = self.rx.try_recv() {
-                jobs.push(more);
-            }
-            let poisoned = self.inner.poisoned.load(Ordering::Acquire);
-            let frames = jobs.iter().any(|j| !j.summaries.is_empty());
-            let tick = jobs.iter().any(|j| j.tick);
-            let sync = match self.durability {
-                Durability::Always => frames,
-                Durability::Interval(d) => tick && self.last_sync.elapsed() >= d,
-                Durability::Never => false,
-            };
-            let mut failure = None;
-            if !poisoned && sync {
-                if let Some(last) = jobs.last() {
-                    match last.commit.sync() {
-                        Ok(()) => {
-                            self.last_sync = Instant::now();
-                            self.inner
-                                .durable_position
-                                .fetch_max(last.commit.next_position(), Ordering::AcqRel);
-                        }
-                        Err(e) => failure = Some(e),
+/// The syncer thread: completes the groups the writer hands over.
+pub(crate) fn run_syncer(
+    completer: Completer,
+    rx: Receiver<CommitJob>,
+    inflight: Arc<AtomicUsize>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            jobs.push(more);
+        }
+        let n = jobs.len();
+        completer.complete(jobs);
+        inflight.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+impl Completer {
+    pub fn complete(&self, jobs: Vec<CommitJob>) {
+        let poisoned = self.inner.poisoned.load(Ordering::Acquire);
+        let frames = jobs.iter().any(|j| !j.summaries.is_empty());
+        let tick = jobs.iter().any(|j| j.tick);
+        let mut last_sync = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
+        let sync = match self.durability {
+            Durability::Always => frames,
+            Durability::Interval(d) => tick && last_sync.elapsed() >= d,
+            Durability::Never => false,
+        };
+        let mut failure = None;
+        if !poisoned && sync {
+            if let Some(last) = jobs.last() {
+                match last.commit.sync() {
+                    Ok(()) => {
+                        *last_sync = Instant::now();
+                        self.inner
+                            .durable_position
+                            .fetch_max(last.commit.next_position(), Ordering::AcqRel);
                     }
+                    Err(e) => failure = Some(e),
                 }
             }
-            if poisoned || failure.is_some() {
-                // Nothing is acknowledged after a failure, not even groups written before it.
-                if let Some(e) = &failure {
-                    tracing::error!(error = %e, "fdatasync failed; the store is now read-only");
-                }
-                self.inner.poisoned.store(true, Ordering::Release);
-                let mut failure = failure;
-                for job in jobs {
-                    fail_all(job.pending, failure.take());
-                }
-                continue;
+        }
+        drop(last_sync);
+        if poisoned || failure.is_some() {
+            // Nothing is acknowledged after a failure, not even groups written before it.
+            if let Some(e) = &failure {
+                tracing::error!(error = %e, "fdatasync failed; the store is now read-only");
             }
+            self.inner.poisoned.store(true, Ordering::Release);
+            let mut failure = failure;
             for job in jobs {
-                let next = job.commit.next_position();
-                job.commit.publish();
-                if !job.summaries.is_empty() {
-                    self.inner.publish(&job.summaries, next);
-                    // Bounded channel: a lagging indexer slows the writer down instead of
-                    // letting memory grow.
-                    let _ = self.indexer.send(IndexerMsg::Frames(job.summaries));
-                }
-                for (segment, ids) in job.sealed {
-                    let _ = self.indexer.send(IndexerMsg::Sealed(segment, ids));
-                }
-                self.acknowledge(job.pending);
+                fail_all(job.pending, failure.take());
             }
+            return;
+        }
+        for job in jobs {
+            let next = job.commit.next_position();
+            job.commit.publish();
+            if !job.summaries.is_empty() {
+                self.inner.publish(&job.summaries, next);
+                // Bounded channel: a lagging indexer slows the writer down instead of
+                // letting memory grow.
+                let _ = self.indexer.send(IndexerMsg::Frames(job.summaries));
+            }
+            for (segment, ids) in job.sealed {
+                let _ = self.indexer.send(IndexerMsg::Sealed(segment, ids));
+            }
+            self.acknowledge(job.pending);
         }
     }
 
@@ -283,9 +301,17 @@ impl Writer {
                         sealed: sealed_now,
                         tick,
                     };
-                    // Bounded: the writer runs at most a few groups ahead of the fdatasyncs.
-                    if let Err(unsent) = self.syncer.send(job) {
-                        fail_all(unsent.0.pending, None);
+                    // Alone, complete inline: a hand-off would only add a wake-up to the
+                    // latency. With more appends queued, let the syncer fdatasync this group
+                    // while the next one is written (bounded: a few groups ahead at most).
+                    if self.inflight.load(Ordering::Acquire) == 0 && self.rx.is_empty() {
+                        self.completer.complete(vec![job]);
+                    } else {
+                        self.inflight.fetch_add(1, Ordering::AcqRel);
+                        if let Err(unsent) = self.syncer.send(job) {
+                            self.inflight.fetch_sub(1, Ordering::AcqRel);
+                            fail_all(unsent.0.pending, None);
+                        }
                     }
                 }
                 Err(e) => {
