@@ -40,3 +40,8 @@ pub use crate::snapshot::Snapshot;
 pub use crate::store::{OpenReport, Store, StoreInfo};
 pub use crate::subscription::{Subscription, SubscriptionStream};
 pub use orchestrix_log::LogError;
+
+/// The README's Rust examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
