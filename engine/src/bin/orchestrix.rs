@@ -304,31 +304,13 @@ fn read(a: ReadArgs) -> CliResult {
     } else {
         Direction::Forwards
     };
-    let mut next = a.from.unwrap_or(if a.backwards { u64::MAX } else { 0 });
-    let mut left = a.limit.unwrap_or(u64::MAX);
-    let mut out = std::io::stdout().lock();
-    while left > 0 {
-        let n = usize::try_from(left.min(PAGE)).unwrap_or(PAGE as usize);
-        let page = store.read_stream(&a.stream, next, dir, n)?;
-        let Some(last) = page.last() else { break };
-        let last_version = last.version;
-        for e in &page {
-            writeln!(out, "{}", event_json(e))?;
-        }
-        left = left.saturating_sub(page.len() as u64);
-        next = match dir {
-            Direction::Forwards => match last_version.checked_add(1) {
-                Some(v) => v,
-                None => break,
-            },
-            Direction::Backwards => match last_version.checked_sub(1) {
-                Some(v) => v,
-                None => break,
-            },
-        };
-    }
-    out.flush()?;
-    Ok(())
+    print_pages(
+        a.from,
+        a.backwards,
+        a.limit,
+        |e| e.version,
+        |next, n| store.read_stream(&a.stream, next, dir, n),
+    )
 }
 
 fn read_all(a: ReadAllArgs) -> CliResult {
@@ -342,27 +324,45 @@ fn read_all(a: ReadAllArgs) -> CliResult {
     } else {
         Direction::Forwards
     };
-    let mut next = a.from.unwrap_or(if a.backwards { u64::MAX } else { 0 });
-    let mut left = a.limit.unwrap_or(u64::MAX);
+    print_pages(
+        a.from,
+        a.backwards,
+        a.limit,
+        |e| e.position,
+        |next, n| store.read_all(next, dir, n, &filter),
+    )
+}
+
+/// Prints events one JSON object per line, fetching pages from `from` (default: the start,
+/// or the end when reading backwards) until `limit` events or the end. `key` is what a page
+/// continues from (version or position).
+fn print_pages(
+    from: Option<u64>,
+    backwards: bool,
+    limit: Option<u64>,
+    key: impl Fn(&orchestrix::RecordedEvent) -> u64,
+    mut fetch: impl FnMut(u64, usize) -> orchestrix::Result<Vec<orchestrix::RecordedEvent>>,
+) -> CliResult {
+    let mut next = from.unwrap_or(if backwards { u64::MAX } else { 0 });
+    let mut left = limit.unwrap_or(u64::MAX);
     let mut out = std::io::stdout().lock();
     while left > 0 {
         let n = usize::try_from(left.min(PAGE)).unwrap_or(PAGE as usize);
-        let page = store.read_all(next, dir, n, &filter)?;
-        let Some(last) = page.last() else { break };
-        let last_position = last.position;
+        let page = fetch(next, n)?;
+        let Some(last) = page.last().map(&key) else {
+            break;
+        };
         for e in &page {
             writeln!(out, "{}", event_json(e))?;
         }
         left = left.saturating_sub(page.len() as u64);
-        next = match dir {
-            Direction::Forwards => match last_position.checked_add(1) {
-                Some(p) => p,
-                None => break,
-            },
-            Direction::Backwards => match last_position.checked_sub(1) {
-                Some(p) => p,
-                None => break,
-            },
+        next = match if backwards {
+            last.checked_sub(1)
+        } else {
+            last.checked_add(1)
+        } {
+            Some(k) => k,
+            None => break,
         };
     }
     out.flush()?;
