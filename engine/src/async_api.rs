@@ -134,6 +134,14 @@ impl AsyncStore {
         blocking(move || s.save_snapshot(&snapshot)).await
     }
 
+    /// Flushes, syncs and stops the store's threads on the blocking pool. Call it before the
+    /// last handle is dropped inside a runtime: dropping an open store joins its threads,
+    /// which would block that runtime thread while the writer drains.
+    pub async fn close(&self) -> Result<()> {
+        let s = self.store.clone();
+        blocking(move || s.close()).await
+    }
+
     /// Loads the latest snapshot of a stream.
     pub async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         let s = self.store.clone();
