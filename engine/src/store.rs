@@ -98,6 +98,23 @@ impl Inner {
         self.reader.committed_position()
     }
 
+    /// Writes the id files of sealed segments that have none (except those in `skip`, whose
+    /// files are being written), by scanning the segments.
+    pub fn rebuild_missing_id_files(&self, skip: &[u64]) -> Result<()> {
+        let segments = self.reader.segments();
+        let Some((_, sealed)) = segments.split_last() else {
+            return Ok(());
+        };
+        for s in sealed {
+            let s = s.first_position;
+            if !skip.contains(&s) && !self.ids.has_segment(s) {
+                let m = scan_segment_ids(&self.reader, s)?;
+                self.ids.write_segment(s, &m)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Wakes blocked subscribers (used at close).
     pub fn notify_waiters(&self) {
         let _g = lock(&self.committed.0);

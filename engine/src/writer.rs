@@ -347,7 +347,17 @@ impl Writer {
             position = self.sealing.iter().find_map(|(_, m)| m.get(id).copied());
         }
         if position.is_none() {
-            position = self.inner.ids.lookup(id)?;
+            position = match self.inner.ids.lookup(id) {
+                Ok(p) => p,
+                Err(e) => {
+                    // A damaged id file is derived data: it has been dropped; rebuild it from
+                    // its segment (costs time, not the append) and look again.
+                    tracing::warn!(error = %e, "rebuilding a damaged event-id file");
+                    let sealing: Vec<u64> = self.sealing.iter().map(|(s, _)| *s).collect();
+                    self.inner.rebuild_missing_id_files(&sealing)?;
+                    self.inner.ids.lookup(id)?
+                }
+            };
         }
         let Some(position) = position else {
             return Ok(None);

@@ -87,7 +87,7 @@ fn flipped_header_byte_is_detected_and_rebuilt() {
 }
 
 #[test]
-fn flipped_entry_byte_fails_the_lookup_then_reopen_rebuilds() {
+fn flipped_entry_byte_is_found_by_the_lookup_and_rebuilt_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let first = build(dir.path());
     let f = id_files(dir.path())[0].clone();
@@ -97,11 +97,15 @@ fn flipped_entry_byte_fails_the_lookup_then_reopen_rebuilds() {
     std::fs::write(&f, &b).unwrap();
     {
         // The header is intact, so open keeps the file; the first lookup that reaches its
-        // entries finds the checksum wrong, refuses the append and drops the file.
+        // entries finds their checksum wrong, and the writer rebuilds the file from the
+        // segment and answers correctly.
         let s = Store::open_with(dir.path(), Options::test()).unwrap();
-        let r = s.append("s-0", ExpectedVersion::NoStream, first.clone());
-        assert!(matches!(r, Err(StoreError::Index(_))), "{r:?}");
+        let r = s
+            .append("s-0", ExpectedVersion::NoStream, first.clone())
+            .unwrap();
+        assert!(r.already_stored);
         assert_eq!(s.committed_position(), 400, "nothing written");
+        assert_ne!(std::fs::read(&f).unwrap(), b, "the file was rewritten");
     }
     check(dir.path(), &first);
 }
