@@ -3,15 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use orchestrix::{Direction, Durability, EventData, ExpectedVersion, Options, ReadFilter, Store};
-
-fn payload() -> Vec<u8> {
-    let mut s = String::from("{\"pad\":\"");
-    while s.len() < 246 {
-        s.push('x');
-    }
-    s.push_str("\"}");
-    s.into_bytes()
-}
+use orchestrix_benches::payload;
 
 fn append_one_durable(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -7,19 +7,11 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use orchestrix::{Direction, Durability, EventData, ExpectedVersion, Options, ReadFilter, Store};
+use orchestrix_benches::payload;
 
 const STREAMS: usize = 10_000;
 const EVENTS_PER_STREAM: usize = 100;
 const SAMPLES: usize = 20_000;
-
-fn payload() -> Vec<u8> {
-    let mut s = String::from("{\"pad\":\"");
-    while s.len() < 246 {
-        s.push('x');
-    }
-    s.push_str("\"}");
-    s.into_bytes()
-}
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
