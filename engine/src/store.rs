@@ -13,7 +13,7 @@ use orchestrix_index::ids::{IdIndex, IdMap};
 use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index, StreamHead};
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::{Checkpoint, FrameLocation, FramePayload, LogConfig, LogError, LogReader};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
 use crate::event::{
@@ -55,9 +55,6 @@ pub(crate) struct Inner {
     pub durable_position: AtomicU64,
     /// Committed position, for blocking subscribers.
     pub committed: (Mutex<u64>, Condvar),
-    /// Committed position, for async subscribers.
-    pub committed_watch: watch::Sender<u64>,
-    pub index_error: Mutex<Option<String>>,
     /// Set when the store closes, to wake and end subscriptions.
     pub closed: AtomicBool,
 }
@@ -91,7 +88,6 @@ impl Inner {
         }
         *lock(&self.committed.0) = committed;
         self.committed.1.notify_all();
-        self.committed_watch.send_replace(committed);
     }
 
     pub fn committed_position(&self) -> u64 {
@@ -532,13 +528,7 @@ impl<'a> IdCollector<'a> {
             self.map.clear();
         }
         if self.wanted() {
-            let mut pos = first_position;
-            for b in &p.batches {
-                for e in &b.events {
-                    self.map.insert(e.id, pos);
-                    pos += 1;
-                }
-            }
+            insert_ids(&mut self.map, first_position, p);
         }
         Ok(())
     }
@@ -547,6 +537,14 @@ impl<'a> IdCollector<'a> {
     fn into_active(self) -> Option<(u64, IdMap)> {
         let wanted = self.wanted();
         self.segment.filter(|_| wanted).map(|s| (s, self.map))
+    }
+}
+
+/// Adds the ids of a frame's events, at their positions, to `map`.
+fn insert_ids(map: &mut IdMap, first_position: u64, p: &FramePayload) {
+    let events = p.batches.iter().flat_map(|b| &b.events);
+    for (e, position) in events.zip(first_position..) {
+        map.insert(e.id, position);
     }
 }
 
@@ -561,13 +559,7 @@ fn scan_segment_ids(reader: &LogReader, segment: u64) -> Result<IdMap> {
         }
         let p =
             FramePayload::decode(payload, h.event_count).map_err(|e| corrupted_payload(loc, e))?;
-        let mut pos = h.first_position;
-        for b in &p.batches {
-            for e in &b.events {
-                ids.insert(e.id, pos);
-                pos += 1;
-            }
-        }
+        insert_ids(&mut ids, h.first_position, &p);
     }
     Ok(ids)
 }
@@ -802,7 +794,6 @@ impl Store {
         };
 
         let committed = reader.committed_position();
-        let (watch_tx, _) = watch::channel(committed);
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             reader,
@@ -813,8 +804,6 @@ impl Store {
             poisoned: AtomicBool::new(false),
             durable_position: AtomicU64::new(committed),
             committed: (Mutex::new(committed), Condvar::new()),
-            committed_watch: watch_tx,
-            index_error: Mutex::new(None),
             closed: AtomicBool::new(false),
         });
         let snapshots = SnapshotStore::open(vfs.clone(), dir.join(SNAPSHOT_DIR))?;
@@ -905,11 +894,6 @@ impl Store {
                 log: report,
             },
         ))
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn inner(&self) -> &Arc<Inner> {
-        &self.inner
     }
 
     pub(crate) fn sender(&self) -> Result<mpsc::Sender<Request>> {
@@ -1245,11 +1229,10 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
     let mut pending_cp: Option<Checkpoint> = None;
     let mut dirty_heads: HashMap<String, StreamHead> = HashMap::new();
     let mut failed = false;
-    let fail = |inner: &Inner, what: &str, e: &dyn std::fmt::Display| {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
         // The index is derived: reads keep working from the recent index and the log, and
         // the next open rebuilds what is missing.
         tracing::error!(error = %e, "{what} failed; it will be rebuilt on the next open");
-        *lock(&inner.index_error) = Some(format!("{what}: {e}"));
     };
     let mut open = true;
     while open {
@@ -1281,7 +1264,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                 IndexerMsg::Frames(f) => frames.extend(f),
                 IndexerMsg::Sealed(segment, ids) => {
                     if let Err(e) = inner.ids.write_segment(segment, &ids) {
-                        fail(&inner, "writing an id file", &e);
+                        fail("writing an id file", &e);
                     }
                 }
             }
@@ -1311,7 +1294,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                 }
                 Err(e) => {
                     failed = true;
-                    fail(&inner, "index apply", &e);
+                    fail("index apply", &e);
                 }
             }
         }
@@ -1326,7 +1309,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                     Ok(()) => last_durable = Instant::now(),
                     Err(e) => {
                         failed = true;
-                        fail(&inner, "index flush", &e);
+                        fail("index flush", &e);
                     }
                 }
             }
@@ -1339,7 +1322,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                     }
                     Err(e) => {
                         failed = true;
-                        fail(&inner, "index checkpoint", &e);
+                        fail("index checkpoint", &e);
                     }
                 }
             }

@@ -299,11 +299,7 @@ const PAGE: u64 = 1000;
 
 fn read(a: ReadArgs) -> CliResult {
     let store = open_existing(&a.dir)?;
-    let dir = if a.backwards {
-        Direction::Backwards
-    } else {
-        Direction::Forwards
-    };
+    let dir = direction(a.backwards);
     print_pages(
         a.from,
         a.backwards,
@@ -319,11 +315,7 @@ fn read_all(a: ReadAllArgs) -> CliResult {
         event_types: a.types,
         stream_prefix: a.stream_prefix,
     };
-    let dir = if a.backwards {
-        Direction::Backwards
-    } else {
-        Direction::Forwards
-    };
+    let dir = direction(a.backwards);
     print_pages(
         a.from,
         a.backwards,
@@ -331,6 +323,14 @@ fn read_all(a: ReadAllArgs) -> CliResult {
         |e| e.position,
         |next, n| store.read_all(next, dir, n, &filter),
     )
+}
+
+fn direction(backwards: bool) -> Direction {
+    if backwards {
+        Direction::Backwards
+    } else {
+        Direction::Forwards
+    }
 }
 
 /// Prints events one JSON object per line, fetching pages from `from` (default: the start,
