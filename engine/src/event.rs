@@ -1,8 +1,10 @@
 //! Events as the user appends them and as the store returns them.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use orchestrix_log::EventRecord;
+use bytes::Bytes;
+use orchestrix_log::{EventRecord, EventView};
 use uuid::Uuid;
 
 /// What an append expects of the stream's current version.
@@ -145,58 +147,115 @@ impl EventData {
 }
 
 /// A stored event with its place in the log.
+///
+/// Reading does not copy: `data` shares the buffer the frame was read into, and the text
+/// fields are reference-counted, shared between events of one read that carry the same value
+/// (a stream id, an event type). Compare them as `&*e.event_type == "OrderPlaced"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
     /// Global position.
     pub position: u64,
     /// Stream id.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// Version in the stream (from 0).
     pub version: u64,
     /// Id.
     pub id: Uuid,
     /// CloudEvents `type`.
-    pub event_type: String,
+    pub event_type: Arc<str>,
     /// CloudEvents `source`.
-    pub source: String,
+    pub source: Arc<str>,
     /// CloudEvents `subject`.
-    pub subject: Option<String>,
+    pub subject: Option<Arc<str>>,
     /// Nanoseconds since the Unix epoch.
     pub time_unix_nanos: i64,
     /// CloudEvents `datacontenttype`.
-    pub data_content_type: Option<String>,
+    pub data_content_type: Option<Arc<str>>,
     /// CloudEvents `dataschema`.
-    pub data_schema: Option<String>,
+    pub data_schema: Option<Arc<str>>,
     /// Correlation id.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Arc<str>>,
     /// Causation id.
-    pub causation_id: Option<String>,
+    pub causation_id: Option<Arc<str>>,
     /// Metadata.
     pub metadata: Vec<(String, String)>,
     /// Payload.
-    pub data: Vec<u8>,
+    pub data: Bytes,
+}
+
+/// Turns borrowed events of frames into [`RecordedEvent`]s, sharing equal text between the
+/// events of one read (most events of a read repeat their stream, type, source and content
+/// type, so a read allocates for the first one only).
+#[derive(Default)]
+pub(crate) struct EventBuilder {
+    stream: TextCache,
+    event_type: TextCache,
+    source: TextCache,
+    subject: TextCache,
+    content_type: TextCache,
+    schema: TextCache,
+}
+
+/// The last text seen for one field.
+#[derive(Default)]
+struct TextCache(Option<Arc<str>>);
+
+impl TextCache {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        match &self.0 {
+            Some(a) if **a == *s => a.clone(),
+            _ => {
+                let a: Arc<str> = Arc::from(s);
+                self.0 = Some(a.clone());
+                a
+            }
+        }
+    }
+}
+
+impl EventBuilder {
+    /// The event `e` of stream `stream`, decoded from `frame` (the payload `e` borrows from).
+    pub(crate) fn build(
+        &mut self,
+        e: &EventView<'_>,
+        frame: &Bytes,
+        stream: &str,
+        version: u64,
+        position: u64,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            stream: self.stream.get(stream),
+            version,
+            id: Uuid::from_bytes(e.id),
+            event_type: self.event_type.get(e.event_type),
+            source: self.source.get(e.source),
+            subject: e.subject.map(|s| self.subject.get(s)),
+            time_unix_nanos: e.time_unix_nanos,
+            data_content_type: e.data_content_type.map(|s| self.content_type.get(s)),
+            data_schema: e.data_schema.map(|s| self.schema.get(s)),
+            correlation_id: e.correlation_id.map(Arc::from),
+            causation_id: e.causation_id.map(Arc::from),
+            metadata: e
+                .metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            data: share(frame, e.data),
+        }
+    }
+}
+
+/// `part` as a slice of `whole` when it lies inside it (no copy), else a copy.
+fn share(whole: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize);
+    match start {
+        Some(s) if s + part.len() <= whole.len() => whole.slice(s..s + part.len()),
+        _ => Bytes::copy_from_slice(part),
+    }
 }
 
 impl RecordedEvent {
-    pub(crate) fn from_record(r: EventRecord, stream: &str, version: u64, position: u64) -> Self {
-        RecordedEvent {
-            position,
-            stream: stream.to_string(),
-            version,
-            id: Uuid::from_bytes(r.id),
-            event_type: r.event_type,
-            source: r.source,
-            subject: r.subject,
-            time_unix_nanos: r.time_unix_nanos,
-            data_content_type: r.data_content_type,
-            data_schema: r.data_schema,
-            correlation_id: r.correlation_id,
-            causation_id: r.causation_id,
-            metadata: r.metadata,
-            data: r.data,
-        }
-    }
-
     /// Whether the data is JSON by its content type.
     pub fn is_json(&self) -> bool {
         self.data_content_type

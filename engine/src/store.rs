@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use orchestrix_index::ids::{IdIndex, IdMap};
 use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index, StreamHead};
 use orchestrix_log::fs::{StdFs, Vfs};
-use orchestrix_log::{Checkpoint, FrameLocation, FramePayload, LogConfig, LogError, LogReader};
+use orchestrix_log::{Bytes, Checkpoint, FrameLocation, FrameView, LogConfig, LogError, LogReader};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
 use crate::event::{
-    AppendResult, Direction, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
+    AppendResult, Direction, EventBuilder, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
 };
 use crate::heads::StreamHeads;
 use crate::limits::{
@@ -36,6 +36,8 @@ const SNAPSHOT_DIR: &str = "snapshots";
 const LOCK_FILE: &str = "LOCK";
 /// Frames applied to the index per transaction during a rebuild.
 const REBUILD_BATCH_FRAMES: usize = 16_384;
+/// The most events a read reserves room for up front.
+const READ_CAPACITY_MAX: usize = 1024;
 /// Depth of the writer -> indexer queue, in groups.
 const INDEXER_QUEUE_GROUPS: usize = 4096;
 /// Written groups that may wait for their fdatasync (how far the writer runs ahead).
@@ -165,11 +167,10 @@ impl Inner {
         Ok(None)
     }
 
-    fn decode(&self, loc: FrameLocation) -> Result<(u64, FramePayload)> {
+    /// Reads the frame at `loc`: its first position, event count and payload.
+    fn read_frame(&self, loc: FrameLocation) -> Result<(u64, u32, Bytes)> {
         let (h, payload) = self.reader.read_frame(loc)?;
-        let p =
-            FramePayload::decode(&payload, h.event_count).map_err(|e| corrupted_payload(loc, e))?;
-        Ok((h.first_position, p))
+        Ok((h.first_position, h.event_count, payload))
     }
 
     /// The event at a position.
@@ -179,17 +180,18 @@ impl Inner {
                 "no event at position {position}"
             )));
         };
-        let (first, p) = self.decode(f.location)?;
+        let (first, count, payload) = self.read_frame(f.location)?;
+        let p = decode_view(&payload, count, f.location)?;
         let mut pos = first;
-        for b in p.batches {
+        for b in &p.batches {
             let n = b.events.len() as u64;
             if position < pos + n {
                 let i = (position - pos) as usize;
                 let version = b.first_version + i as u64;
-                let Some(e) = b.events.into_iter().nth(i) else {
+                let Some(e) = b.events.get(i) else {
                     break;
                 };
-                return Ok(RecordedEvent::from_record(e, &b.stream, version, position));
+                return Ok(EventBuilder::default().build(e, &payload, b.stream, version, position));
             }
             pos += n;
         }
@@ -255,11 +257,12 @@ impl Inner {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
         check_stream_id(stream)?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max_count.min(READ_CAPACITY_MAX));
         if max_count == 0 {
             return Ok(out);
         }
         let mut next = from_version;
+        let mut builder = EventBuilder::default();
         loop {
             let batches = self.stream_batches(stream, next, direction, 64)?;
             if batches.is_empty() {
@@ -267,10 +270,11 @@ impl Inner {
             }
             let mut progressed = false;
             for b in batches {
-                let (first_pos, p) = self.decode(b.location)?;
+                let (first_pos, count, payload) = self.read_frame(b.location)?;
+                let p = decode_view(&payload, count, b.location)?;
                 let mut pos = first_pos;
                 let mut events = None;
-                for sb in p.batches {
+                for sb in &p.batches {
                     let n = sb.events.len() as u64;
                     if sb.stream == stream && sb.first_version == b.first_version {
                         events = Some((sb, pos));
@@ -284,26 +288,18 @@ impl Inner {
                         LogError::Payload("index points at a frame without the stream".into()),
                     ));
                 };
-                let mut recs: Vec<RecordedEvent> = sb
-                    .events
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        RecordedEvent::from_record(
-                            e,
-                            stream,
-                            sb.first_version + i as u64,
-                            pos + i as u64,
-                        )
-                    })
-                    .collect();
+                let mut build = |i: usize, e| {
+                    let version = sb.first_version + i as u64;
+                    builder.build(e, &payload, stream, version, pos + i as u64)
+                };
                 match direction {
                     Direction::Forwards => {
-                        for e in recs.drain(..) {
-                            if e.version >= next {
-                                next = e.version + 1;
+                        for (i, e) in sb.events.iter().enumerate() {
+                            let version = sb.first_version + i as u64;
+                            if version >= next {
+                                next = version + 1;
                                 progressed = true;
-                                out.push(e);
+                                out.push(build(i, e));
                                 if out.len() >= max_count {
                                     return Ok(out);
                                 }
@@ -311,15 +307,15 @@ impl Inner {
                         }
                     }
                     Direction::Backwards => {
-                        for e in recs.drain(..).rev() {
-                            if e.version <= next {
+                        for (i, e) in sb.events.iter().enumerate().rev() {
+                            let version = sb.first_version + i as u64;
+                            if version <= next {
                                 progressed = true;
-                                let v = e.version;
-                                out.push(e);
-                                if out.len() >= max_count || v == 0 {
+                                out.push(build(i, e));
+                                if out.len() >= max_count || version == 0 {
                                     return Ok(out);
                                 }
-                                next = v - 1;
+                                next = version - 1;
                             }
                         }
                     }
@@ -357,19 +353,22 @@ impl Inner {
                     return Ok(out);
                 }
                 let mut pos = from_position.min(end - 1);
+                let mut builder = EventBuilder::default();
                 while let Some(f) = self.frame_at(pos)? {
-                    let (first, p) = self.decode(f.location)?;
+                    let (first, count, payload) = self.read_frame(f.location)?;
+                    let p = decode_view(&payload, count, f.location)?;
                     let mut evs = Vec::new();
                     let mut at = first;
-                    for b in p.batches {
-                        for (i, e) in b.events.into_iter().enumerate() {
+                    for b in &p.batches {
+                        for (i, e) in b.events.iter().enumerate() {
                             if at <= pos
-                                && filter.passes_stream(&b.stream)
-                                && filter.passes_type(&e.event_type)
+                                && filter.passes_stream(b.stream)
+                                && filter.passes_type(e.event_type)
                             {
-                                evs.push(RecordedEvent::from_record(
+                                evs.push(builder.build(
                                     e,
-                                    &b.stream,
+                                    &payload,
+                                    b.stream,
                                     b.first_version + i as u64,
                                     at,
                                 ));
@@ -410,22 +409,23 @@ impl Inner {
         };
         let mut scanner = self.reader.scan_from(f.location.segment, f.location.offset);
         let mut next = from_position;
+        let mut builder = EventBuilder::default();
         while let Some((loc, h, payload)) = scanner.next_frame()? {
             if h.first_position >= end {
                 break;
             }
-            let p = FramePayload::decode(payload, h.event_count)
-                .map_err(|e| corrupted_payload(loc, e))?;
+            let p = decode_view(&payload, h.event_count, loc)?;
             let mut at = h.first_position;
-            for b in p.batches {
-                let pass_stream = filter.passes_stream(&b.stream);
-                for (i, e) in b.events.into_iter().enumerate() {
+            for b in &p.batches {
+                let pass_stream = filter.passes_stream(b.stream);
+                for (i, e) in b.events.iter().enumerate() {
                     if at >= next {
                         next = at + 1;
-                        if pass_stream && filter.passes_type(&e.event_type) {
-                            let ev = RecordedEvent::from_record(
+                        if pass_stream && filter.passes_type(e.event_type) {
+                            let ev = builder.build(
                                 e,
-                                &b.stream,
+                                &payload,
+                                b.stream,
                                 b.first_version + i as u64,
                                 at,
                             );
@@ -442,6 +442,11 @@ impl Inner {
     }
 }
 
+/// Decodes a frame's payload in place.
+fn decode_view(payload: &[u8], event_count: u32, loc: FrameLocation) -> Result<FrameView<'_>> {
+    FrameView::decode(payload, event_count).map_err(|e| corrupted_payload(loc, e))
+}
+
 fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
     StoreError::Log(LogError::Corrupted {
         segment: orchestrix_log::segment::file_name(loc.segment),
@@ -455,7 +460,7 @@ fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
 pub(crate) fn summarize(
     loc: FrameLocation,
     first_position: u64,
-    p: &FramePayload,
+    p: &FrameView<'_>,
     heads: &mut StreamHeads,
 ) -> FrameSummary {
     let mut batches = Vec::with_capacity(p.batches.len());
@@ -463,9 +468,9 @@ pub(crate) fn summarize(
     let mut min_time = i64::MAX;
     let mut pos = first_position;
     for b in &p.batches {
-        let head = heads.advance(&b.stream, b.first_version + b.events.len() as u64 - 1);
+        let head = heads.advance(b.stream, b.first_version + b.events.len() as u64 - 1);
         batches.push(BatchSummary {
-            stream: b.stream.clone(),
+            stream: b.stream.to_owned(),
             stream_number: head.number,
             first_version: b.first_version,
             first_position: pos,
@@ -473,8 +478,8 @@ pub(crate) fn summarize(
         });
         for e in &b.events {
             pos += 1;
-            if !types.iter().any(|t| t == &e.event_type) {
-                types.push(e.event_type.clone());
+            if !types.iter().any(|t| t == e.event_type) {
+                types.push(e.event_type.to_owned());
             }
             min_time = min_time.min(e.time_unix_nanos);
         }
@@ -517,7 +522,7 @@ impl<'a> IdCollector<'a> {
         &mut self,
         loc: FrameLocation,
         first_position: u64,
-        p: &FramePayload,
+        p: &FrameView<'_>,
     ) -> std::result::Result<(), orchestrix_index::IndexError> {
         if self.segment != Some(loc.segment) {
             if let Some(sealed) = self.segment.filter(|_| self.wanted()) {
@@ -541,7 +546,7 @@ impl<'a> IdCollector<'a> {
 }
 
 /// Adds the ids of a frame's events, at their positions, to `map`.
-fn insert_ids(map: &mut IdMap, first_position: u64, p: &FramePayload) {
+fn insert_ids(map: &mut IdMap, first_position: u64, p: &FrameView<'_>) {
     let events = p.batches.iter().flat_map(|b| &b.events);
     for (e, position) in events.zip(first_position..) {
         map.insert(e.id, position);
@@ -557,8 +562,7 @@ fn scan_segment_ids(reader: &LogReader, segment: u64) -> Result<IdMap> {
         if loc.segment != segment {
             break;
         }
-        let p =
-            FramePayload::decode(payload, h.event_count).map_err(|e| corrupted_payload(loc, e))?;
+        let p = decode_view(&payload, h.event_count, loc)?;
         insert_ids(&mut ids, h.first_position, &p);
     }
     Ok(ids)
@@ -704,7 +708,7 @@ impl Store {
                 config.clone(),
                 checkpoint,
                 &mut |loc, h, payload| {
-                    let p = FramePayload::decode(payload, h.event_count).map_err(|e| {
+                    let p = FrameView::decode(payload, h.event_count).map_err(|e| {
                         LogError::Corrupted {
                             segment: orchestrix_log::segment::file_name(loc.segment),
                             offset: loc.offset,
@@ -1080,16 +1084,12 @@ impl Store {
                     ),
                 }));
             }
-            let p = FramePayload::decode(payload, h.event_count)
-                .map_err(|e| corrupted_payload(loc, e))?;
+            let p = decode_view(&payload, h.event_count, loc)?;
             // Every stream batch of the frame must be indexed at this frame.
             for b in &p.batches {
-                let found = self.inner.stream_batches(
-                    &b.stream,
-                    b.first_version,
-                    Direction::Forwards,
-                    1,
-                )?;
+                let found =
+                    self.inner
+                        .stream_batches(b.stream, b.first_version, Direction::Forwards, 1)?;
                 let ok = found
                     .first()
                     .is_some_and(|e| e.first_version == b.first_version && e.location == loc);

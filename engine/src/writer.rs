@@ -401,7 +401,7 @@ impl Writer {
             )));
         }
         Ok(Some(Placement {
-            stream: e.stream,
+            stream: e.stream.to_string(),
             version: e.version,
             position,
         }))

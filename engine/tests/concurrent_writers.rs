@@ -88,7 +88,7 @@ fn one_winner_per_version() {
         assert_eq!(events.len() as u64, total);
         assert!(events
             .iter()
-            .all(|e| e.stream == STREAM && e.version == e.position));
+            .all(|e| &*e.stream == STREAM && e.version == e.position));
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e.version, i as u64, "version gap");
             let (t, pos, id) = by_version[&e.version];

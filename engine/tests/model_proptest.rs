@@ -206,7 +206,15 @@ type Row = (u64, String, u64, Uuid, String);
 
 fn rows(v: Vec<orchestrix::RecordedEvent>) -> Vec<Row> {
     v.into_iter()
-        .map(|e| (e.position, e.stream, e.version, e.id, e.event_type))
+        .map(|e| {
+            (
+                e.position,
+                e.stream.to_string(),
+                e.version,
+                e.id,
+                e.event_type.to_string(),
+            )
+        })
         .collect()
 }
 

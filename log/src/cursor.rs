@@ -2,21 +2,23 @@
 
 use std::sync::Arc;
 
+use bytes::{Buf, Bytes, BytesMut};
+
 use crate::frame::{decode_frame, decode_header, FrameDefect, FrameHeader, FRAME_HEADER_SIZE};
 use crate::fs::VFile;
 
 const READ_CHUNK_BYTES: usize = 1 << 20;
 
 /// What the cursor found at its current offset.
-pub enum CursorItem<'a> {
+pub enum CursorItem {
     /// A whole, CRC-valid frame.
     Frame {
         /// Offset of the frame in the segment.
         offset: u64,
         /// Its header.
         header: FrameHeader,
-        /// Its payload (borrowed from the cursor's buffer).
-        payload: &'a [u8],
+        /// Its payload: a shared slice of the cursor's read buffer (no copy).
+        payload: Bytes,
     },
     /// A damaged or incomplete frame at `offset`.
     Defect {
@@ -34,7 +36,9 @@ pub struct FrameCursor {
     file: Arc<dyn VFile>,
     offset: u64,
     end: u64,
-    buf: Vec<u8>,
+    /// The bytes read from `buf_offset` on. Payloads handed out share it; a refill reuses it
+    /// when no payload is still held, and allocates a fresh one otherwise.
+    buf: Bytes,
     buf_offset: u64,
 }
 
@@ -45,7 +49,7 @@ impl FrameCursor {
             file,
             offset,
             end,
-            buf: Vec::new(),
+            buf: Bytes::new(),
             buf_offset: offset,
         }
     }
@@ -69,26 +73,49 @@ impl FrameCursor {
             return Ok(());
         }
         // Drop what was consumed, keep the rest, read more.
-        let keep_from = (self.offset.saturating_sub(have_start) as usize).min(self.buf.len());
-        if self.offset >= have_start && self.offset <= have_end {
-            self.buf.drain(..keep_from);
+        let keep_from = if self.offset >= have_start && self.offset <= have_end {
+            (self.offset - have_start) as usize
         } else {
-            self.buf.clear();
-        }
-        self.buf_offset = self.offset;
+            self.buf.len()
+        };
         let target = (len.max(READ_CHUNK_BYTES) as u64).min(self.end - self.offset) as usize;
-        while self.buf.len() < target {
-            let old = self.buf.len();
-            self.buf.resize(target, 0);
-            let n = self
-                .file
-                .read_at(&mut self.buf[old..], self.buf_offset + old as u64)?;
-            self.buf.truncate(old + n);
-            if n == 0 {
-                break;
+        let mut buf = match std::mem::take(&mut self.buf).try_into_mut() {
+            Ok(mut b) => {
+                b.advance(keep_from.min(b.len()));
+                b
             }
-        }
-        Ok(())
+            Err(shared) => {
+                let mut b = BytesMut::with_capacity(target);
+                b.extend_from_slice(shared.get(keep_from..).unwrap_or(&[]));
+                b
+            }
+        };
+        self.buf_offset = self.offset;
+        buf.reserve(target.saturating_sub(buf.len()));
+        let result = loop {
+            if buf.len() >= target {
+                break Ok(());
+            }
+            let old = buf.len();
+            buf.resize(target, 0);
+            match self
+                .file
+                .read_at(&mut buf[old..], self.buf_offset + old as u64)
+            {
+                Ok(n) => {
+                    buf.truncate(old + n);
+                    if n == 0 {
+                        break Ok(());
+                    }
+                }
+                Err(e) => {
+                    buf.truncate(old);
+                    break Err(e);
+                }
+            }
+        };
+        self.buf = buf.freeze();
+        result
     }
 
     fn window(&self) -> &[u8] {
@@ -97,7 +124,7 @@ impl FrameCursor {
     }
 
     /// Reads the next item. On `Frame` the cursor moves past it; on `Defect` and `End` it stays.
-    pub fn next_item(&mut self) -> std::io::Result<CursorItem<'_>> {
+    pub fn next_item(&mut self) -> std::io::Result<CursorItem> {
         if self.offset >= self.end {
             return Ok(CursorItem::End);
         }
@@ -125,7 +152,9 @@ impl FrameCursor {
             Ok((header, _)) => {
                 self.offset += frame_len;
                 let payload_start = start + FRAME_HEADER_SIZE;
-                let payload = &self.buf[payload_start..payload_start + header.payload_len as usize];
+                let payload = self
+                    .buf
+                    .slice(payload_start..payload_start + header.payload_len as usize);
                 Ok(CursorItem::Frame {
                     offset,
                     header,

@@ -22,4 +22,7 @@ pub use crate::log::{
     open, Checkpoint, FrameLocation, FrameVisitor, LogConfig, LogReader, LogScanner, LogWriter,
     PendingCommit, RecoveryReport, SegmentInfo,
 };
-pub use crate::record::{EventRecord, FramePayload, StreamBatch};
+pub use crate::record::{
+    EventRecord, EventView, FramePayload, FrameView, StreamBatch, StreamBatchView,
+};
+pub use bytes::Bytes;

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use bytes::Bytes;
+
 use crate::cursor::{CursorItem, FrameCursor};
 use crate::error::{LogError, Result};
 use crate::frame::{self, decode_frame, FrameHeader, FRAME_HEADER_SIZE, FRAME_MAGIC};
@@ -321,7 +323,7 @@ pub fn open(
                         offset: at,
                         len: header.frame_len(),
                     };
-                    on_frame(loc, &header, payload)?;
+                    on_frame(loc, &header, &payload)?;
                     expected = header.next_position();
                     report.frames_replayed += 1;
                     report.events_replayed += u64::from(header.event_count);
@@ -729,7 +731,7 @@ impl LogReader {
     }
 
     /// Reads and checks one frame; returns its header and payload.
-    pub fn read_frame(&self, loc: FrameLocation) -> Result<(FrameHeader, Vec<u8>)> {
+    pub fn read_frame(&self, loc: FrameLocation) -> Result<(FrameHeader, Bytes)> {
         let seg = self.shared.segment(loc.segment).ok_or_else(|| {
             corrupted(
                 &segment::file_name(loc.segment),
@@ -752,8 +754,7 @@ impl LogReader {
             .map_err(|e| LogError::io(self.shared.dir.join(&seg.name), e))?;
         match decode_frame(&bytes) {
             Ok((h, _)) if h.frame_len() == loc.len => {
-                bytes.drain(..FRAME_HEADER_SIZE);
-                Ok((h, bytes))
+                Ok((h, Bytes::from(bytes).slice(FRAME_HEADER_SIZE..)))
             }
             Ok(_) => Err(corrupted(
                 &seg.name,
@@ -834,7 +835,8 @@ impl LogScanner {
     }
 
     /// The next committed frame: its location, header and payload.
-    pub fn next_frame(&mut self) -> Result<Option<(FrameLocation, FrameHeader, &[u8])>> {
+    /// The payload shares the scanner's read buffer (no copy).
+    pub fn next_frame(&mut self) -> Result<Option<(FrameLocation, FrameHeader, Bytes)>> {
         if !self.position_cursor() {
             return Ok(None);
         }

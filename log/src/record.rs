@@ -55,7 +55,7 @@ pub struct FramePayload {
 }
 
 #[derive(Serialize)]
-struct StreamBatchRef<'a> {
+struct StreamBatchOut<'a> {
     stream: &'a str,
     first_version: u64,
     events: &'a [EventRecord],
@@ -71,15 +71,99 @@ impl FramePayload {
     pub fn decode(bytes: &[u8], event_count: u32) -> Result<FramePayload> {
         let p: FramePayload =
             postcard::from_bytes(bytes).map_err(|e| LogError::Payload(e.to_string()))?;
-        if p.event_count() != event_count as usize || p.batches.iter().any(|b| b.events.is_empty())
-        {
-            return Err(LogError::Payload(format!(
-                "payload holds {} events, header says {event_count}",
-                p.event_count()
-            )));
-        }
+        check_counts(
+            p.event_count(),
+            p.batches.iter().map(|b| b.events.len()),
+            event_count,
+        )?;
         Ok(p)
     }
+}
+
+/// A stored event borrowed from a frame's payload: decoding one copies nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EventView<'a> {
+    /// Unique id (a UUID), also the idempotency key.
+    pub id: [u8; 16],
+    /// CloudEvents `type`.
+    pub event_type: &'a str,
+    /// CloudEvents `source`.
+    pub source: &'a str,
+    /// CloudEvents `subject`.
+    #[serde(borrow)]
+    pub subject: Option<&'a str>,
+    /// CloudEvents `time`, nanoseconds since the Unix epoch.
+    pub time_unix_nanos: i64,
+    /// CloudEvents `datacontenttype`.
+    #[serde(borrow)]
+    pub data_content_type: Option<&'a str>,
+    /// CloudEvents `dataschema`.
+    #[serde(borrow)]
+    pub data_schema: Option<&'a str>,
+    /// Correlation id.
+    #[serde(borrow)]
+    pub correlation_id: Option<&'a str>,
+    /// Causation id.
+    #[serde(borrow)]
+    pub causation_id: Option<&'a str>,
+    /// Free metadata, in insertion order.
+    #[serde(borrow)]
+    pub metadata: Vec<(&'a str, &'a str)>,
+    /// The event's data.
+    pub data: &'a [u8],
+}
+
+/// The events of one stream in a frame, borrowed from the payload.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StreamBatchView<'a> {
+    /// Stream id.
+    pub stream: &'a str,
+    /// Version of the first event of the batch in its stream.
+    pub first_version: u64,
+    /// The events, in version order.
+    #[serde(borrow)]
+    pub events: Vec<EventView<'a>>,
+}
+
+/// A frame payload borrowed from the bytes it was decoded from: the read path's form of
+/// [`FramePayload`] (one allocation per stream batch instead of several per event).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct FrameView<'a> {
+    /// The batches, in position order.
+    #[serde(borrow)]
+    pub batches: Vec<StreamBatchView<'a>>,
+}
+
+impl<'a> FrameView<'a> {
+    /// Number of events in all batches.
+    pub fn event_count(&self) -> usize {
+        self.batches.iter().map(|b| b.events.len()).sum()
+    }
+
+    /// Decodes a payload, checking that it holds exactly `event_count` events.
+    pub fn decode(bytes: &'a [u8], event_count: u32) -> Result<FrameView<'a>> {
+        let p: FrameView<'a> =
+            postcard::from_bytes(bytes).map_err(|e| LogError::Payload(e.to_string()))?;
+        check_counts(
+            p.event_count(),
+            p.batches.iter().map(|b| b.events.len()),
+            event_count,
+        )?;
+        Ok(p)
+    }
+}
+
+fn check_counts(
+    total: usize,
+    mut per_batch: impl Iterator<Item = usize>,
+    event_count: u32,
+) -> Result<()> {
+    if total != event_count as usize || per_batch.any(|n| n == 0) {
+        return Err(LogError::Payload(format!(
+            "payload holds {total} events, header says {event_count}"
+        )));
+    }
+    Ok(())
 }
 
 /// Encodes a payload from borrowed batches `(stream, first_version, events)` straight into
@@ -88,8 +172,8 @@ pub fn encode_payload<'a>(
     out: &mut Vec<u8>,
     batches: impl ExactSizeIterator<Item = (&'a str, u64, &'a [EventRecord])>,
 ) -> Result<()> {
-    let refs: Vec<StreamBatchRef<'a>> = batches
-        .map(|(stream, first_version, events)| StreamBatchRef {
+    let refs: Vec<StreamBatchOut<'a>> = batches
+        .map(|(stream, first_version, events)| StreamBatchOut {
             stream,
             first_version,
             events,
@@ -142,5 +226,17 @@ mod tests {
         assert_eq!(p.batches[1].first_version, 5);
         assert_eq!(p.batches[0].events[1], ev(2));
         assert!(FramePayload::decode(&out[1..], 2).is_err());
+
+        let v = FrameView::decode(&out[1..], 3).unwrap();
+        assert_eq!(v.batches[1].stream, "b");
+        let e = &v.batches[0].events[1];
+        let owned = ev(2);
+        assert_eq!(e.id, owned.id);
+        assert_eq!(e.event_type, owned.event_type);
+        assert_eq!(e.subject, owned.subject.as_deref());
+        assert_eq!(e.causation_id, owned.causation_id.as_deref());
+        assert_eq!(e.metadata, vec![("k", "v")]);
+        assert_eq!(e.data, owned.data.as_slice());
+        assert!(FrameView::decode(&out[1..], 4).is_err());
     }
 }

@@ -38,8 +38,8 @@ fn disk_full_at_every_operation_recovers_after_space_is_freed() {
                         .unwrap_or_else(|e| panic!("{what}: append after freeing space: {e}"));
                     let (header, payload) = reopened.reader.read_frame(loc).unwrap();
                     assert_eq!(
-                        (header.first_position, &payload),
-                        (position, &a.payload),
+                        (header.first_position, &payload[..]),
+                        (position, &a.payload[..]),
                         "{what}"
                     );
                     position += u64::from(a.event_count());
