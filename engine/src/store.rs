@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use orchestrix_index::ids::{IdIndex, IdMap};
 use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index, StreamHead};
 use orchestrix_log::fs::{StdFs, Vfs};
+use orchestrix_log::record::encode_events;
 use orchestrix_log::{Bytes, Checkpoint, FrameLocation, FrameView, LogConfig, LogError, LogReader};
 use tokio::sync::{mpsc, oneshot};
 
@@ -1205,10 +1206,13 @@ pub(crate) fn validate_and_convert(
                 max: BATCH_SIZE_MAX,
             });
         }
+        // Encoded here, on the caller's thread, so the writer only copies bytes.
+        let encoded = encode_events(&recs).map_err(StoreError::Log)?;
         out.push(AppendPart {
             stream,
             expected,
             events: recs,
+            encoded,
         });
     }
     Ok(out)

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use orchestrix_index::ids::IdMap;
 use orchestrix_index::{BatchSummary, FrameSummary};
-use orchestrix_log::record::encode_payload;
+#[cfg(doc)]
+use orchestrix_log::record::encode_events;
+use orchestrix_log::record::encode_payload_encoded;
 use orchestrix_log::{EventRecord, LogError, LogWriter, PendingCommit};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -28,6 +30,8 @@ pub(crate) struct AppendPart {
     pub stream: String,
     pub expected: ExpectedVersion,
     pub events: Vec<EventRecord>,
+    /// `events` encoded for the frame (see [`encode_events`]).
+    pub encoded: Vec<u8>,
 }
 
 /// The answer to an append. The events travel back with it so that the caller's thread, not
@@ -449,12 +453,12 @@ impl Writer {
         let event_count: usize = parts.iter().map(|p| p.events.len()).sum();
         let first_position = self.log.next_position();
         let location = self.log.append(event_count as u32, |out| {
-            encode_payload(
+            encode_payload_encoded(
                 out,
                 parts
                     .iter()
                     .zip(&firsts)
-                    .map(|(p, &v)| (p.stream.as_str(), v, &p.events[..])),
+                    .map(|(p, &v)| (p.stream.as_str(), v, &p.encoded[..])),
             )
         })?;
         if location.segment != self.active_segment {

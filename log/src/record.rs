@@ -189,6 +189,34 @@ pub fn encode_payload<'a>(
     }
 }
 
+/// Encodes events as a stream batch's `events` field (their count, then each event), so that
+/// appenders can encode on their own threads; [`encode_payload_encoded`] assembles a payload
+/// from such parts.
+pub fn encode_events(events: &[EventRecord]) -> Result<Vec<u8>> {
+    put(Vec::new(), events)
+}
+
+/// Encodes a payload from batches `(stream, first_version, events)` whose events were encoded
+/// by [`encode_events`]. The bytes are the same as [`encode_payload`]'s for the same batches.
+pub fn encode_payload_encoded<'a>(
+    out: &mut Vec<u8>,
+    batches: impl ExactSizeIterator<Item = (&'a str, u64, &'a [u8])>,
+) -> Result<()> {
+    let mut buf = put(std::mem::take(out), &batches.len())?;
+    for (stream, first_version, events) in batches {
+        buf = put(buf, stream)?;
+        buf = put(buf, &first_version)?;
+        buf.extend_from_slice(events);
+    }
+    *out = buf;
+    Ok(())
+}
+
+/// Appends `value` to `out` as postcard encodes it.
+fn put<T: Serialize + ?Sized>(out: Vec<u8>, value: &T) -> Result<Vec<u8>> {
+    postcard::to_extend(value, out).map_err(|e| LogError::Payload(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +266,28 @@ mod tests {
         assert_eq!(e.metadata, vec![("k", "v")]);
         assert_eq!(e.data, owned.data.as_slice());
         assert!(FrameView::decode(&out[1..], 4).is_err());
+    }
+
+    #[test]
+    fn pre_encoded_events_give_the_same_bytes() {
+        let a = [ev(1), ev(2)];
+        let b: Vec<EventRecord> = (3..200).map(ev).collect();
+        let mut direct = Vec::new();
+        encode_payload(
+            &mut direct,
+            [("a", 0u64, &a[..]), ("stream-b", 300u64, &b[..])].into_iter(),
+        )
+        .unwrap();
+        let (ea, eb) = (encode_events(&a).unwrap(), encode_events(&b).unwrap());
+        let mut assembled = vec![7u8];
+        encode_payload_encoded(
+            &mut assembled,
+            [("a", 0u64, &ea[..]), ("stream-b", 300u64, &eb[..])].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(assembled[0], 7);
+        assert_eq!(&assembled[1..], &direct[..]);
+        let p = FramePayload::decode(&assembled[1..], 199).unwrap();
+        assert_eq!(p.batches[1].events, b);
     }
 }
