@@ -41,7 +41,7 @@ struct Cli {
     /// Rounds per workload and backend (default: 5, or 2 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: Option<u32>,
-    /// Seconds per timed run (default: 3, or 0.5 with --quick).
+    /// Seconds per timed run (default: 5, or 0.5 with --quick).
     #[arg(long)]
     seconds: Option<f64>,
     /// Events in the read workloads' store (default: 1,000,000, or 20,000 with --quick).
@@ -130,7 +130,7 @@ fn summary(r: &RunResult) -> String {
 async fn run(cli: Cli, threads: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     let rounds = cli.rounds.unwrap_or(if cli.quick { 2 } else { 5 });
-    let seconds = cli.seconds.unwrap_or(if cli.quick { 0.5 } else { 3.0 });
+    let seconds = cli.seconds.unwrap_or(if cli.quick { 0.5 } else { 5.0 });
     if !(seconds > 0.0 && seconds <= 3600.0) {
         bail!("--seconds must be between 0 and 3600");
     }

@@ -539,7 +539,8 @@ mod tests {
             let row = b
                 .admin
                 .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND datname = current_database() AND query LIKE '%INSERT INTO events%unnest%'",
                     &[],
                 )
                 .await
