@@ -94,13 +94,32 @@ pub(crate) struct Writer {
 /// caller's events (returned for the caller to free).
 type Pending = (oneshot::Sender<AppendReply>, AppendResult, Vec<AppendPart>);
 
+/// An append refused for a wrong expected version, answered with its group (see
+/// [`CommitJob::refused`]).
+type Refused = (oneshot::Sender<AppendReply>, StoreError, Vec<AppendPart>);
+
 /// A written group on its way to durability.
 pub(crate) struct CommitJob {
     commit: PendingCommit,
     summaries: Vec<FrameSummary>,
     pending: Vec<Pending>,
+    /// Appends refused for a wrong expected version. They are answered once this group (and
+    /// every group before it) is published, so that the version an error names is readable
+    /// when the caller gets it: a caller that re-reads the stream and retries then sees what
+    /// it conflicted with instead of a head that has not caught up yet.
+    refused: Vec<Refused>,
     sealed: Vec<(u64, Arc<IdMap>)>,
     tick: bool,
+}
+
+/// Answers refused appends with their errors.
+fn refuse_all(refused: Vec<Refused>) {
+    for (reply, error, parts) in refused {
+        let _ = reply.send(AppendReply {
+            result: Err(error),
+            _events: parts,
+        });
+    }
 }
 
 /// Answers every append of a failed group: the first gets the error itself, the others a
@@ -186,6 +205,7 @@ impl Completer {
             let mut failure = failure;
             for job in jobs {
                 fail_all(job.pending, failure.take());
+                refuse_all(job.refused);
             }
             return;
         }
@@ -202,6 +222,7 @@ impl Completer {
                 let _ = self.indexer.send(IndexerMsg::Sealed(segment, ids));
             }
             self.acknowledge(job.pending);
+            refuse_all(job.refused);
         }
     }
 
@@ -268,6 +289,7 @@ impl Writer {
             let group_first_position = self.log.next_position();
             let mut sealed_now: Vec<(u64, Arc<IdMap>)> = Vec::new();
             let mut tick = false;
+            let mut refused: Vec<Refused> = Vec::new();
             let inner = self.inner.clone();
             self.sealing.retain(|(s, _)| !inner.ids.has_segment(*s));
             for req in group {
@@ -282,6 +304,9 @@ impl Writer {
                             Ok(Prepared::Written(r)) | Ok(Prepared::Repeat(r)) => {
                                 pending.push((reply, r, parts))
                             }
+                            Err(e @ StoreError::WrongExpectedVersion { .. }) => {
+                                refused.push((reply, e, parts));
+                            }
                             Err(e) => {
                                 let _ = reply.send(AppendReply {
                                     result: Err(e),
@@ -293,7 +318,7 @@ impl Writer {
                     Request::Tick => tick = true,
                 }
             }
-            if pending.is_empty() && summaries.is_empty() && !tick {
+            if pending.is_empty() && summaries.is_empty() && !tick && refused.is_empty() {
                 continue;
             }
             match self.log.write_pending() {
@@ -302,6 +327,7 @@ impl Writer {
                         commit,
                         summaries,
                         pending,
+                        refused,
                         sealed: sealed_now,
                         tick,
                     };
@@ -315,6 +341,7 @@ impl Writer {
                         if let Err(unsent) = self.syncer.send(job) {
                             self.inflight.fetch_sub(1, Ordering::AcqRel);
                             fail_all(unsent.0.pending, None);
+                            refuse_all(unsent.0.refused);
                         }
                     }
                 }
@@ -322,6 +349,7 @@ impl Writer {
                     tracing::error!(error = %e, "log write failed; the store is now read-only");
                     self.inner.poisoned.store(true, Ordering::Release);
                     fail_all(pending, Some(e));
+                    refuse_all(refused);
                 }
             }
         }
