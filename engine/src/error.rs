@@ -8,7 +8,9 @@ use crate::event::ExpectedVersion;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The stream is not at the version the append expected.
+    /// The stream is not at the version the append expected. It is returned once the
+    /// `current` version it names is readable (the append it lost to is published), so a
+    /// retry that re-reads the stream sees that version.
     #[error(
         "wrong expected version on stream {stream:?}: expected {expected:?}, current {current:?}"
     )]
