@@ -44,7 +44,7 @@ const INDEXER_QUEUE_GROUPS: usize = 4096;
 /// Written groups that may wait for their fdatasync (how far the writer runs ahead).
 const SYNC_QUEUE_GROUPS: usize = 8;
 /// How long the indexer gathers frames before applying them in one transaction.
-const INDEXER_GATHER: Duration = Duration::from_millis(10);
+const INDEXER_GATHER: Duration = Duration::from_millis(50);
 
 /// State shared by the API, the writer and the indexer.
 pub(crate) struct Inner {
@@ -1231,7 +1231,8 @@ pub(crate) enum IndexerMsg {
 fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) {
     let mut last_durable = Instant::now();
     let mut pending_cp: Option<Checkpoint> = None;
-    let mut dirty_heads: HashMap<String, StreamHead> = HashMap::new();
+    // Stream number -> (stream id, head): the id is copied once per stream, not per row.
+    let mut dirty_heads: HashMap<u64, (String, StreamHead)> = HashMap::new();
     let mut failed = false;
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         // The index is derived: reads keep working from the recent index and the log, and
@@ -1246,7 +1247,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
-        // Gather for a little while: one redb transaction per few milliseconds instead of one
+        // Gather for a while: one redb transaction per 50 ms instead of one
         // per group keeps the indexer's per-commit cost off the ingest path, and sleeping
         // (rather than waiting on the queue) spares the writer a wake-up per group.
         if open && !msgs.is_empty() {
@@ -1279,13 +1280,14 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                     lock(&inner.recent).remove(&frames);
                     for f in &frames {
                         for b in &f.batches {
-                            dirty_heads.insert(
-                                b.stream.clone(),
-                                StreamHead {
-                                    number: b.stream_number,
-                                    version: b.first_version + u64::from(b.count) - 1,
-                                },
-                            );
+                            let head = StreamHead {
+                                number: b.stream_number,
+                                version: b.first_version + u64::from(b.count) - 1,
+                            };
+                            dirty_heads
+                                .entry(b.stream_number)
+                                .and_modify(|e| e.1 = head)
+                                .or_insert_with(|| (b.stream.clone(), head));
                         }
                     }
                     if let Some(last) = frames.last() {
@@ -1318,7 +1320,8 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
                 }
             }
             if log_durable && due {
-                let heads: Vec<(String, StreamHead)> = dirty_heads.drain().collect();
+                let heads: Vec<(String, StreamHead)> =
+                    dirty_heads.drain().map(|(_, h)| h).collect();
                 match inner.index.checkpoint_durably(cp, &heads) {
                     Ok(()) => {
                         pending_cp = None;
