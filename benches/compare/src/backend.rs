@@ -128,6 +128,13 @@ pub trait Backend: Send + Sync {
     /// One line: what the store does before it acknowledges an append (its durability).
     fn acknowledges(&self) -> String;
 
+    /// What the table says on the row of workload `workload` (its id) when the store cannot
+    /// run it as the harness specifies it; `None` (the default) when it runs as specified.
+    fn caveat(&self, workload: &str) -> Option<String> {
+        let _ = workload;
+        None
+    }
+
     /// Replaces the store with an empty one (a fresh directory, an emptied table).
     async fn reset(&mut self) -> anyhow::Result<()>;
 

@@ -328,7 +328,7 @@ async fn run_workloads(
             let cells = backends
                 .iter()
                 .zip(per_backend)
-                .map(|(b, runs)| Cell::new(b.name(), runs))
+                .map(|(b, runs)| Cell::new(b.name(), runs).with_caveat(b.caveat(w.id)))
                 .collect();
             WorkloadResults::new(&w, cells)
         })

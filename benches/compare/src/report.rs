@@ -26,6 +26,10 @@ pub struct Cell {
     pub median: Option<RunResult>,
     /// Every round, in order.
     pub rounds: Vec<RunResult>,
+    /// How the backend's runs differ from the workload as specified (shown on its row), if
+    /// they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
 }
 
 impl Cell {
@@ -35,7 +39,14 @@ impl Cell {
             backend: backend.to_string(),
             median: median(&rounds).cloned(),
             rounds,
+            caveat: None,
         }
+    }
+
+    /// The same cell with a caveat (see [`crate::backend::Backend::caveat`]).
+    pub fn with_caveat(mut self, caveat: Option<String>) -> Self {
+        self.caveat = caveat;
+        self
     }
 }
 
@@ -303,6 +314,11 @@ pub fn render(r: &Report) -> String {
                     &vs,
                 ],
             );
+            if let Some(caveat) = &c.caveat {
+                // The row says itself that it is not the workload as specified.
+                out.pop();
+                let _ = writeln!(out, "  ! {caveat}");
+            }
         }
     }
     let _ = writeln!(out);
@@ -340,6 +356,27 @@ pub fn render(r: &Report) -> String {
     }
     for (name, why) in &r.skipped {
         let _ = writeln!(out, "  {name:<10} skipped: {why}");
+    }
+    let caveats: Vec<(&str, &Cell)> = r
+        .workloads
+        .iter()
+        .flat_map(|w| w.cells.iter().map(move |c| (w.id.as_str(), c)))
+        .filter(|(_, c)| c.caveat.is_some())
+        .collect();
+    if !caveats.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Not as specified (the rows marked !; their ox/peer compares different work):"
+        );
+        for (id, c) in caveats {
+            let _ = writeln!(
+                out,
+                "  {:<10} workload {id}: {}",
+                c.backend,
+                c.caveat.as_deref().unwrap_or_default()
+            );
+        }
     }
     if !r.targets.is_empty() {
         let _ = writeln!(out);
@@ -432,6 +469,8 @@ mod tests {
                     vec![
                         Cell::new("orchestrix", vec![result(1000, 1234)]),
                         Cell::new("postgres", vec![]),
+                        Cell::new("peer", vec![result(500, 7)])
+                            .with_caveat(Some("not quite workload 6".into())),
                     ],
                 ),
             ],
@@ -510,6 +549,16 @@ mod tests {
         );
         assert!(t.contains("not yet (needs the toolkit issue)"), "{t}");
         assert!(t.contains("sqlite     skipped: not asked for"), "{t}");
+        // A caveat is on its row and in the legend.
+        assert!(
+            t.lines()
+                .any(|l| l.contains("peer") && l.ends_with("  ! not quite workload 6")),
+            "{t}"
+        );
+        assert!(
+            t.contains("  peer       workload 6: not quite workload 6"),
+            "{t}"
+        );
         assert!(
             t.contains("workload 1     at least 1.00x  5.00x (met)"),
             "{t}"
@@ -528,5 +577,10 @@ mod tests {
             3
         );
         assert_eq!(v["targets"][0]["met"], true);
+        assert!(v["workloads"][0]["cells"][0].get("caveat").is_none());
+        assert_eq!(
+            v["workloads"][1]["cells"][2]["caveat"],
+            "not quite workload 6"
+        );
     }
 }
