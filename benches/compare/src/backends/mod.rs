@@ -1,9 +1,9 @@
 //! The compared stores, one module each.
 //!
-//! Adding a store (SierraDB and UmaDB are planned, behind cargo features `sierradb` and
-//! `umadb`): write a module implementing [`crate::backend::Backend`], declare it here behind
-//! its feature (`#[cfg(feature = "sierradb")] pub mod sierradb;`), add its name to [`NAMES`]
-//! and an arm to [`open`] under the same `cfg`. Nothing else changes.
+//! Adding a store: write a module implementing [`crate::backend::Backend`], declare it here
+//! (behind its cargo feature if it has one, as SierraDB does:
+//! `#[cfg(feature = "sierradb")] pub mod sierradb;`), add its name to [`NAMES`] and an arm to
+//! [`open`] under the same `cfg`. Nothing else changes.
 
 use std::path::PathBuf;
 
@@ -13,10 +13,19 @@ use crate::backend::Backend;
 
 pub mod orchestrix;
 pub mod postgres;
+#[cfg(feature = "sierradb")]
+pub mod sierradb;
 pub mod sqlite;
 
-/// Names of the backends this build has, in the order they run in a round.
-pub const NAMES: &[&str] = &["orchestrix", "postgres", "sqlite"];
+/// Names of the backends this build has, in the order they run in a round (the peer behind the
+/// cargo feature `sierradb` only when built with it).
+pub const NAMES: &[&str] = &[
+    "orchestrix",
+    "postgres",
+    "sqlite",
+    #[cfg(feature = "sierradb")]
+    "sierradb",
+];
 
 /// What a backend needs to know to start.
 #[derive(Debug, Clone)]
@@ -31,6 +40,8 @@ pub async fn open(name: &str, setup: &Setup) -> anyhow::Result<Box<dyn Backend>>
         "orchestrix" => Box::new(orchestrix::Orchestrix::open(setup).await?),
         "postgres" => Box::new(postgres::Postgres::open(setup).await?),
         "sqlite" => Box::new(sqlite::Sqlite::open(setup).await?),
+        #[cfg(feature = "sierradb")]
+        "sierradb" => Box::new(sierradb::SierraDb::open(setup).await?),
         other => bail!(
             "unknown backend {other:?} (this build has: {})",
             NAMES.join(", ")
