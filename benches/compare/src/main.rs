@@ -1,5 +1,5 @@
 //! `orchestrix-compare`: runs the same workloads against Orchestrix, PostgreSQL and SQLite (and
-//! SierraDB when built with its cargo feature) in one process run, alternating
+//! SierraDB and UmaDB when built with their cargo features) in one process run, alternating
 //! backends round by round, and prints one table (and, with `--json FILE`, everything as
 //! JSON). Progress goes to stderr. Exits non-zero if any backend fails or reads back anything
 //! other than what was written.

@@ -1,7 +1,7 @@
 //! The compared stores, one module each.
 //!
 //! Adding a store: write a module implementing [`crate::backend::Backend`], declare it here
-//! (behind its cargo feature if it has one, as SierraDB does:
+//! (behind its cargo feature if it has one, as SierraDB and UmaDB do:
 //! `#[cfg(feature = "sierradb")] pub mod sierradb;`), add its name to [`NAMES`] and an arm to
 //! [`open`] under the same `cfg`. Nothing else changes.
 
@@ -16,15 +16,19 @@ pub mod postgres;
 #[cfg(feature = "sierradb")]
 pub mod sierradb;
 pub mod sqlite;
+#[cfg(feature = "umadb")]
+pub mod umadb;
 
-/// Names of the backends this build has, in the order they run in a round (the peer behind the
-/// cargo feature `sierradb` only when built with it).
+/// Names of the backends this build has, in the order they run in a round (the peers behind
+/// cargo features `sierradb` and `umadb` only when built with them).
 pub const NAMES: &[&str] = &[
     "orchestrix",
     "postgres",
     "sqlite",
     #[cfg(feature = "sierradb")]
     "sierradb",
+    #[cfg(feature = "umadb")]
+    "umadb",
 ];
 
 /// What a backend needs to know to start.
@@ -42,6 +46,8 @@ pub async fn open(name: &str, setup: &Setup) -> anyhow::Result<Box<dyn Backend>>
         "sqlite" => Box::new(sqlite::Sqlite::open(setup).await?),
         #[cfg(feature = "sierradb")]
         "sierradb" => Box::new(sierradb::SierraDb::open(setup).await?),
+        #[cfg(feature = "umadb")]
+        "umadb" => Box::new(umadb::UmaDb::open(setup).await?),
         other => bail!(
             "unknown backend {other:?} (this build has: {})",
             NAMES.join(", ")
