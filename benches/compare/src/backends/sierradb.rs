@@ -159,12 +159,35 @@ impl SierraDb {
         }
         if let Some(dir) = self.dir.take() {
             let path = dir.path().to_path_buf();
-            tokio::task::spawn_blocking(move || dir.close())
-                .await?
-                .with_context(|| format!("removing {}", path.display()))?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                truncate_files(dir.path())?;
+                Ok(dir.close()?)
+            })
+            .await?
+            .with_context(|| format!("removing {}", path.display()))?;
         }
         Ok(())
     }
+}
+
+/// Empties every file under `dir`. SierraDB 0.3.1 never stops the reader threads of a closed
+/// database (its `ReaderThreadPool` and the block caches it owns hold each other), and each of
+/// them keeps its segment files open. Removed but still open, they would hold their disk space
+/// (four preallocated segments per store) until the process ends; emptied first, they do not.
+fn truncate_files(dir: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            truncate_files(&entry.path())?;
+        } else if kind.is_file() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(entry.path())?
+                .set_len(0)?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
