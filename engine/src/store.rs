@@ -45,6 +45,8 @@ const INDEXER_QUEUE_GROUPS: usize = 4096;
 const SYNC_QUEUE_GROUPS: usize = 8;
 /// How long the indexer gathers frames before applying them in one transaction.
 const INDEXER_GATHER: Duration = Duration::from_millis(50);
+/// How often the indexer drains its queue while gathering.
+const INDEXER_GATHER_SLICE: Duration = Duration::from_millis(5);
 
 /// State shared by the API, the writer and the indexer.
 pub(crate) struct Inner {
@@ -1247,18 +1249,22 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
-        // Gather for a while: one redb transaction per 50 ms instead of one
-        // per group keeps the indexer's per-commit cost off the ingest path, and sleeping
-        // (rather than waiting on the queue) spares the writer a wake-up per group.
+        // Gather for a while: one redb transaction per 50 ms instead of one per group keeps
+        // the indexer's per-row cost down. It sleeps rather than waits on the queue (sparing
+        // the writer a wake-up per group), in slices short enough that the bounded queue
+        // never fills meanwhile and stalls the writer.
         if open && !msgs.is_empty() {
-            std::thread::sleep(INDEXER_GATHER);
-            loop {
-                match rx.try_recv() {
-                    Ok(m) => msgs.push(m),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
+            let started = Instant::now();
+            'gather: while started.elapsed() < INDEXER_GATHER {
+                std::thread::sleep(INDEXER_GATHER_SLICE);
+                loop {
+                    match rx.try_recv() {
+                        Ok(m) => msgs.push(m),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                            open = false;
+                            break 'gather;
+                        }
                     }
                 }
             }

@@ -193,7 +193,28 @@ pub fn encode_payload<'a>(
 /// appenders can encode on their own threads; [`encode_payload_encoded`] assembles a payload
 /// from such parts.
 pub fn encode_events(events: &[EventRecord]) -> Result<Vec<u8>> {
-    put(Vec::new(), events)
+    // Room for all of it up front: growing the buffer from empty would copy it several times.
+    let size: usize = events.iter().map(size_hint).sum();
+    put(Vec::with_capacity(size + 8), events)
+}
+
+/// At least the encoded size of `e` (lengths and varints take at most this much more).
+fn size_hint(e: &EventRecord) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(1, |s| s.len() + 6);
+    let metadata: usize = e.metadata.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+    16 + 10
+        + e.event_type.len()
+        + e.source.len()
+        + 10
+        + text(&e.subject)
+        + text(&e.data_content_type)
+        + text(&e.data_schema)
+        + text(&e.correlation_id)
+        + text(&e.causation_id)
+        + metadata
+        + 5
+        + e.data.len()
+        + 5
 }
 
 /// Encodes a payload from batches `(stream, first_version, events)` whose events were encoded
