@@ -44,7 +44,7 @@ const INDEXER_QUEUE_GROUPS: usize = 4096;
 /// Written groups that may wait for their fdatasync (how far the writer runs ahead).
 const SYNC_QUEUE_GROUPS: usize = 8;
 /// How long the indexer gathers frames before applying them in one transaction.
-const INDEXER_GATHER: Duration = Duration::from_millis(50);
+const INDEXER_GATHER: Duration = Duration::from_millis(10);
 /// How often the indexer drains its queue while gathering.
 const INDEXER_GATHER_SLICE: Duration = Duration::from_millis(5);
 
@@ -1249,7 +1249,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => open = false,
         }
-        // Gather for a while: one redb transaction per 50 ms instead of one per group keeps
+        // Gather for a while: one redb transaction per 10 ms instead of one per group keeps
         // the indexer's per-row cost down. It sleeps rather than waits on the queue (sparing
         // the writer a wake-up per group), in slices short enough that the bounded queue
         // never fills meanwhile and stalls the writer.
