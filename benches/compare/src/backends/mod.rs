@@ -16,6 +16,8 @@ pub mod postgres;
 #[cfg(feature = "sierradb")]
 pub mod sierradb;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod testkit;
 #[cfg(feature = "umadb")]
 pub mod umadb;
 

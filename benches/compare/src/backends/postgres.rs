@@ -459,6 +459,7 @@ impl Client for PgClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::testkit::events;
     use std::collections::HashMap;
     use std::time::Duration;
 
@@ -467,12 +468,6 @@ mod tests {
         let mut s = String::new();
         copy_escape("a\\b\tc\nd\re", &mut s);
         assert_eq!(s, "a\\\\b\\tc\\nd\\re");
-    }
-
-    fn events(n: usize) -> Vec<NewEvent> {
-        (0..n)
-            .map(|_| NewEvent::bench(br#"{"a":1}"#.to_vec()))
-            .collect()
     }
 
     /// The backend on a real server (ORCHESTRIX_PG_URL or a throwaway one), or `None` to skip

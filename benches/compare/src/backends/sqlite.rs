@@ -383,13 +383,8 @@ impl Client for SqliteClient {
 mod tests {
     use super::*;
     use crate::backend::Tally;
+    use crate::backends::testkit::{self, events};
     use std::collections::HashMap;
-
-    fn events(n: usize) -> Vec<NewEvent> {
-        (0..n)
-            .map(|_| NewEvent::bench(br#"{"a":1}"#.to_vec()))
-            .collect()
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn append_read_and_conflict_roundtrip() {
@@ -399,30 +394,7 @@ mod tests {
         };
         let mut b = Sqlite::open(&setup).await.unwrap();
         let mut c = b.client().await.unwrap();
-        assert_eq!(c.head("s").await.unwrap(), None);
-        assert_eq!(
-            c.append("s", Expected::NoStream, events(1)).await.unwrap(),
-            0
-        );
-        assert_eq!(
-            c.append("s", Expected::Exact(0), events(3)).await.unwrap(),
-            3
-        );
-        assert!(matches!(
-            c.append("s", Expected::Exact(0), events(1)).await,
-            Err(AppendError::Conflict)
-        ));
-        assert!(matches!(
-            c.append("s", Expected::NoStream, events(1)).await,
-            Err(AppendError::Conflict)
-        ));
-        assert_eq!(c.head("s").await.unwrap(), Some(3));
-        let read = c.read_stream("s", 100).await.unwrap();
-        assert_eq!(
-            read.iter().map(|e| e.version).collect::<Vec<_>>(),
-            vec![0, 1, 2, 3]
-        );
-        assert!(read.iter().all(|e| e.data_len == 7));
+        testkit::append_conflict_and_read(c.as_mut()).await;
         assert_eq!(c.read_stream("s", 2).await.unwrap().len(), 2);
 
         b.bulk_append(vec![BulkPart {
@@ -438,9 +410,6 @@ mod tests {
         tally.check_against(&want).unwrap();
 
         drop(c);
-        b.reset().await.unwrap();
-        assert_eq!(b.read_all(Tally::totals()).await.unwrap().events, 0);
-        b.close().await.unwrap();
-        assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
+        testkit::reset_and_close(&mut b, base.path()).await;
     }
 }

@@ -530,12 +530,7 @@ impl Client for UmaClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn events(n: usize) -> Vec<NewEvent> {
-        (0..n)
-            .map(|_| NewEvent::bench(br#"{"a":1}"#.to_vec()))
-            .collect()
-    }
+    use crate::backends::testkit::{self, events};
 
     #[test]
     fn errors_are_shortened() {
@@ -612,9 +607,6 @@ mod tests {
         tally.check_against(&want).unwrap();
 
         drop((c, other));
-        b.reset().await.unwrap();
-        assert_eq!(b.read_all(Tally::totals()).await.unwrap().events, 0);
-        b.close().await.unwrap();
-        assert_eq!(std::fs::read_dir(base.path()).unwrap().count(), 0);
+        testkit::reset_and_close(&mut b, base.path()).await;
     }
 }
