@@ -1,17 +1,22 @@
-//! The in-memory index of frames committed to the log but not yet applied to the persistent
-//! index. The writer adds to it before acknowledging; the indexer removes what it applied.
+//! The in-memory part of the index: frames committed to the log but not yet applied to the
+//! persistent index, and the stream batches of segments whose stream index file is not
+//! written yet (the active segment, and a sealed one until the indexer has written its file).
+//! The writer adds to it before acknowledging; the indexer removes what it persisted.
 //! Readers consult it first, then the persistent index, so a read never misses an
 //! acknowledged event.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use orchestrix_index::streams::StreamEntry;
 use orchestrix_index::{BatchEntry, FrameEntry, FrameSummary};
+use orchestrix_log::FrameLocation;
 
 #[derive(Default)]
 pub(crate) struct Recent {
     pub frames: BTreeMap<u64, FrameEntry>,
-    /// Per stream, in version order (frames are added and removed in log order).
-    pub batches: HashMap<String, VecDeque<BatchEntry>>,
+    /// Per stream number, in version order (frames are added in log order, and removed a
+    /// segment at a time, oldest first).
+    pub batches: HashMap<u64, VecDeque<BatchEntry>, foldhash::fast::RandomState>,
 }
 
 impl Recent {
@@ -25,40 +30,53 @@ impl Recent {
             },
         );
         for b in &f.batches {
-            let entry = BatchEntry {
-                first_version: b.first_version,
-                first_position: b.first_position,
-                count: b.count,
-                location: f.location,
-            };
-            match self.batches.get_mut(&b.stream) {
-                Some(v) => v.push_back(entry),
-                None => {
-                    self.batches
-                        .insert(b.stream.clone(), VecDeque::from([entry]));
-                }
-            }
+            self.batches
+                .entry(b.stream_number)
+                .or_default()
+                .push_back(BatchEntry {
+                    first_version: b.first_version,
+                    first_position: b.first_position,
+                    count: b.count,
+                    location: f.location,
+                });
+        }
+    }
+
+    /// Adds the batches of a segment read back from the log on open (its frames are indexed).
+    pub fn add_entries(&mut self, segment: u64, entries: &[StreamEntry]) {
+        for e in entries {
+            self.batches
+                .entry(e.stream_number)
+                .or_default()
+                .push_back(BatchEntry {
+                    first_version: e.first_version,
+                    first_position: e.first_position,
+                    count: e.count,
+                    location: FrameLocation {
+                        segment,
+                        offset: e.offset,
+                        len: u64::from(e.len),
+                    },
+                });
         }
     }
 
     /// Forgets frames that the persistent index now holds.
-    pub fn remove(&mut self, applied: &[FrameSummary]) {
+    pub fn remove_frames(&mut self, applied: &[FrameSummary]) {
         for f in applied {
             self.frames.remove(&f.first_position);
-            for b in &f.batches {
-                if let Some(v) = self.batches.get_mut(&b.stream) {
-                    while v
-                        .front()
-                        .is_some_and(|e| e.first_position <= b.first_position)
-                    {
-                        v.pop_front();
-                    }
-                    if v.is_empty() {
-                        self.batches.remove(&b.stream);
-                    }
-                }
-            }
         }
+    }
+
+    /// Forgets the batches of segments up to `segment`, whose stream index files are written
+    /// and registered.
+    pub fn remove_segment(&mut self, segment: u64) {
+        self.batches.retain(|_, v| {
+            while v.front().is_some_and(|e| e.location.segment <= segment) {
+                v.pop_front();
+            }
+            !v.is_empty()
+        });
     }
 
     pub fn frame_at(&self, position: u64) -> Option<FrameEntry> {

@@ -1,6 +1,6 @@
 //! The store: opening a directory, appending, reading.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use orchestrix_index::ids::{IdIndex, IdMap};
+use orchestrix_index::streams::{ChunkRow, StreamEntry, StreamFiles};
 use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index, StreamHead};
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::record::encode_events;
@@ -33,6 +34,7 @@ use crate::writer::{run_syncer, AppendPart, AppendReply, Completer, Request, Wri
 const LOG_DIR: &str = "log";
 const INDEX_FILE: &str = "index.redb";
 const IDS_DIR: &str = "ids";
+const STREAMS_DIR: &str = "streams";
 const SNAPSHOT_DIR: &str = "snapshots";
 const LOCK_FILE: &str = "LOCK";
 /// Frames applied to the index per transaction during a rebuild.
@@ -54,6 +56,9 @@ pub(crate) struct Inner {
     pub reader: LogReader,
     pub index: Index,
     pub ids: IdIndex,
+    pub streams: StreamFiles,
+    /// Serializes rebuilding damaged stream index files found by readers.
+    pub stream_file_rebuild: Mutex<()>,
     pub recent: Mutex<Recent>,
     pub heads: RwLock<StreamHeads>,
     pub poisoned: AtomicBool,
@@ -109,7 +114,7 @@ impl Inner {
         for s in sealed {
             let s = s.first_position;
             if !skip.contains(&s) && !self.ids.has_segment(s) {
-                let m = scan_segment_ids(&self.reader, s)?;
+                let (m, _) = scan_segment(&self.reader, s, None, true)?;
                 self.ids.write_segment(s, &m)?;
             }
         }
@@ -224,11 +229,11 @@ impl Inner {
         // found in at least one of them.
         let recent: Vec<BatchEntry> = lock(&self.recent)
             .batches
-            .get(stream)
+            .get(&number)
             .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
         let backwards = dir == Direction::Backwards;
-        let mut all = self.index.stream_batches(number, from, backwards, limit)?;
+        let mut all = self.sealed_batches(number, from, backwards, limit)?;
         // Forwards, a full page from the index may stop short of the recent batches (which are
         // newer than everything indexed): take recent ones only up to the page's end, so the
         // caller's next page continues without a gap.
@@ -250,6 +255,81 @@ impl Inner {
         }
         Ok(all)
     }
+    /// Batches of stream `number` in the stream index files of sealed segments, holding
+    /// versions from `from` on (forwards) or up to it (backwards), in that order, at most
+    /// `limit` of them.
+    fn sealed_batches(
+        &self,
+        number: u64,
+        from: u64,
+        backwards: bool,
+        limit: usize,
+    ) -> Result<Vec<BatchEntry>> {
+        const CHUNKS_PER_LOOKUP: usize = 4;
+        let mut out = Vec::new();
+        let mut cursor = from;
+        loop {
+            let chunks = self
+                .index
+                .stream_chunks(number, cursor, backwards, CHUNKS_PER_LOOKUP)?;
+            for c in &chunks {
+                let mut entries = self.read_chunk(c)?;
+                if backwards {
+                    entries.reverse();
+                }
+                for e in entries {
+                    let keep = if backwards {
+                        e.first_version <= from
+                    } else {
+                        e.last_version() >= from
+                    };
+                    if keep {
+                        out.push(batch_entry(c.segment, &e));
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+            let Some(last) = chunks.last() else {
+                return Ok(out);
+            };
+            if chunks.len() < CHUNKS_PER_LOOKUP {
+                return Ok(out);
+            }
+            cursor = if backwards {
+                match last.first_version.checked_sub(1) {
+                    Some(v) => v,
+                    None => return Ok(out),
+                }
+            } else {
+                last.last_version + 1
+            };
+        }
+    }
+
+    /// Reads a chunk of a stream index file; a damaged (or missing) file is rebuilt from its
+    /// segment first.
+    fn read_chunk(&self, c: &ChunkRow) -> Result<Vec<StreamEntry>> {
+        match self.streams.read_chunk(c) {
+            Ok(e) => Ok(e),
+            Err(e) => {
+                tracing::warn!(error = %e, segment = c.segment, "stream index file unreadable; rebuilding it from its segment");
+                {
+                    let _g = lock(&self.stream_file_rebuild);
+                    if self.streams.read_chunk(c).is_err() {
+                        self.streams.discard(c.segment);
+                        let heads = self.heads.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        let (_, entries) =
+                            scan_segment(&self.reader, c.segment, Some(&heads), false)?;
+                        self.streams.write_segment(c.segment, entries)?;
+                    }
+                }
+                Ok(self.streams.read_chunk(c)?)
+            }
+        }
+    }
+
     /// Reads up to `max_count` events of a stream from `from_version` in `direction`
     /// (backwards from `u64::MAX` reads from the end).
     pub fn read_stream(
@@ -497,28 +577,60 @@ pub(crate) fn summarize(
     }
 }
 
-/// Collects event ids while the log is replayed: writes the id file of each sealed segment
-/// the replay covered from its start and that lacks one, and keeps the ids of the last segment
-/// (the active one) for the writer. Memory holds one segment's ids at a time.
-struct IdCollector<'a> {
-    ids: &'a IdIndex,
-    segment: Option<u64>,
-    from_start: bool,
-    map: IdMap,
+/// The stream index entry of one stream batch of a frame.
+fn stream_entry(loc: FrameLocation, b: &BatchSummary) -> StreamEntry {
+    StreamEntry {
+        stream_number: b.stream_number,
+        first_version: b.first_version,
+        first_position: b.first_position,
+        offset: loc.offset,
+        // Frames are at most FRAME_PAYLOAD_SIZE_MAX (128 MiB) plus a header.
+        len: loc.len as u32,
+        count: b.count,
+    }
 }
 
-impl<'a> IdCollector<'a> {
-    fn new(ids: &'a IdIndex) -> Self {
-        IdCollector {
-            ids,
-            segment: None,
-            from_start: false,
-            map: IdMap::default(),
-        }
+/// The batch entry of a stream index entry of `segment`.
+fn batch_entry(segment: u64, e: &StreamEntry) -> BatchEntry {
+    BatchEntry {
+        first_version: e.first_version,
+        first_position: e.first_position,
+        count: e.count,
+        location: FrameLocation {
+            segment,
+            offset: e.offset,
+            len: u64::from(e.len),
+        },
     }
+}
 
-    fn wanted(&self) -> bool {
-        self.from_start && self.segment.is_some_and(|s| !self.ids.has_segment(s))
+/// Collects the per-segment index data (event ids and stream batches) while the log is
+/// replayed: writes the id file and the stream index file of each sealed segment the replay
+/// covered from its start and that lacks them, and keeps the last segment's (the active one)
+/// for the writer and the recent index. Memory holds one segment's data at a time.
+struct SegmentCollector<'a> {
+    ids: &'a IdIndex,
+    streams: &'a StreamFiles,
+    segment: Option<u64>,
+    /// Whether the current segment's ids / stream batches are being collected (replayed from
+    /// its start, and its file missing).
+    collect_ids: bool,
+    collect_streams: bool,
+    id_map: IdMap,
+    entries: Vec<StreamEntry>,
+}
+
+impl<'a> SegmentCollector<'a> {
+    fn new(ids: &'a IdIndex, streams: &'a StreamFiles) -> Self {
+        SegmentCollector {
+            ids,
+            streams,
+            segment: None,
+            collect_ids: false,
+            collect_streams: false,
+            id_map: IdMap::default(),
+            entries: Vec::new(),
+        }
     }
 
     fn frame(
@@ -526,25 +638,42 @@ impl<'a> IdCollector<'a> {
         loc: FrameLocation,
         first_position: u64,
         p: &FrameView<'_>,
+        summary: &FrameSummary,
     ) -> std::result::Result<(), orchestrix_index::IndexError> {
         if self.segment != Some(loc.segment) {
-            if let Some(sealed) = self.segment.filter(|_| self.wanted()) {
-                self.ids.write_segment(sealed, &self.map)?;
+            if let Some(sealed) = self.segment {
+                if self.collect_ids {
+                    self.ids.write_segment(sealed, &self.id_map)?;
+                }
+                if self.collect_streams {
+                    self.streams
+                        .write_segment(sealed, std::mem::take(&mut self.entries))?;
+                }
             }
             self.segment = Some(loc.segment);
-            self.from_start = loc.offset == orchestrix_log::segment::SEGMENT_HEADER_SIZE as u64;
-            self.map.clear();
+            let from_start = loc.offset == orchestrix_log::segment::SEGMENT_HEADER_SIZE as u64;
+            self.collect_ids = from_start && !self.ids.has_segment(loc.segment);
+            self.collect_streams = from_start && !self.streams.has_segment(loc.segment);
+            self.id_map.clear();
+            self.entries.clear();
         }
-        if self.wanted() {
-            insert_ids(&mut self.map, first_position, p);
+        if self.collect_ids {
+            insert_ids(&mut self.id_map, first_position, p);
+        }
+        if self.collect_streams {
+            self.entries
+                .extend(summary.batches.iter().map(|b| stream_entry(loc, b)));
         }
         Ok(())
     }
 
-    /// The ids of the last replayed segment, if the replay covered it from its start.
-    fn into_active(self) -> Option<(u64, IdMap)> {
-        let wanted = self.wanted();
-        self.segment.filter(|_| wanted).map(|s| (s, self.map))
+    /// The ids and stream batches of the last replayed segment, if both were collected from
+    /// its start.
+    fn into_active(self) -> Option<(u64, IdMap, Vec<StreamEntry>)> {
+        let complete = self.collect_ids && self.collect_streams;
+        self.segment
+            .filter(|_| complete)
+            .map(|s| (s, self.id_map, self.entries))
     }
 }
 
@@ -556,9 +685,16 @@ fn insert_ids(map: &mut IdMap, first_position: u64, p: &FrameView<'_>) {
     }
 }
 
-/// Collects the event ids of one segment by scanning it.
-fn scan_segment_ids(reader: &LogReader, segment: u64) -> Result<IdMap> {
+/// Collects the event ids (with `with_ids`) and the stream batches (with `heads`, where every
+/// stream of the segment must have a number) of one segment by scanning it.
+fn scan_segment(
+    reader: &LogReader,
+    segment: u64,
+    heads: Option<&StreamHeads>,
+    with_ids: bool,
+) -> Result<(IdMap, Vec<StreamEntry>)> {
     let mut ids = IdMap::default();
+    let mut entries = Vec::new();
     let mut scanner =
         reader.scan_from(segment, orchestrix_log::segment::SEGMENT_HEADER_SIZE as u64);
     while let Some((loc, h, payload)) = scanner.next_frame()? {
@@ -566,9 +702,33 @@ fn scan_segment_ids(reader: &LogReader, segment: u64) -> Result<IdMap> {
             break;
         }
         let p = decode_view(&payload, h.event_count, loc)?;
-        insert_ids(&mut ids, h.first_position, &p);
+        if with_ids {
+            insert_ids(&mut ids, h.first_position, &p);
+        }
+        let Some(heads) = heads else {
+            continue;
+        };
+        let mut pos = h.first_position;
+        for b in &p.batches {
+            let Some(head) = heads.get(b.stream) else {
+                return Err(corrupted_payload(
+                    loc,
+                    LogError::Payload(format!("stream {:?} has no head", b.stream)),
+                ));
+            };
+            let count = b.events.len() as u32;
+            entries.push(StreamEntry {
+                stream_number: head.number,
+                first_version: b.first_version,
+                first_position: pos,
+                offset: loc.offset,
+                len: loc.len as u32,
+                count,
+            });
+            pos += u64::from(count);
+        }
     }
-    Ok(ids)
+    Ok((ids, entries))
 }
 
 /// An embedded event store in one directory.
@@ -607,6 +767,8 @@ pub struct StoreInfo {
     pub index: orchestrix_index::IndexStats,
     /// Event-id files (one per sealed segment).
     pub id_files: usize,
+    /// Stream index files (one per sealed segment).
+    pub stream_files: usize,
 }
 
 /// What open found and did.
@@ -684,6 +846,8 @@ impl Store {
         // Event ids: one file per sealed segment (rebuilt if missing), the active segment's in
         // the writer's memory. Replaying the log fills in what is missing on the way.
         let ids = IdIndex::open(&dir.join(IDS_DIR))?;
+        // Stream batches likewise: one file per sealed segment, the active one's in memory.
+        let streams = StreamFiles::open(&dir.join(STREAMS_DIR))?;
         let mut rebuilt = false;
         let mut attempt = 0;
         let (index, reader, log_writer, report, heads, collected) = loop {
@@ -704,7 +868,7 @@ impl Store {
             let mut apply_error: Option<StoreError> = None;
             let mut last_cp = checkpoint;
             let mut touched: HashMap<String, StreamHead> = HashMap::new();
-            let mut collector = IdCollector::new(&ids);
+            let mut collector = SegmentCollector::new(&ids, &streams);
             let opened = orchestrix_log::open(
                 vfs.clone(),
                 &log_dir,
@@ -718,11 +882,11 @@ impl Store {
                             reason: e.to_string(),
                         }
                     })?;
-                    if let Err(e) = collector.frame(loc, h.first_position, &p) {
-                        apply_error = Some(e.into());
-                        return Err(LogError::Payload("writing an id file failed".into()));
-                    }
                     let summary = summarize(loc, h.first_position, &p, &mut heads);
+                    if let Err(e) = collector.frame(loc, h.first_position, &p, &summary) {
+                        apply_error = Some(e.into());
+                        return Err(LogError::Payload("writing an index file failed".into()));
+                    }
                     for b in &summary.batches {
                         touched.insert(
                             b.stream.clone(),
@@ -789,16 +953,44 @@ impl Store {
             None => (0, &[][..]),
         };
         ids.retain_segments(sealed);
+        streams.retain_segments(sealed);
         for &s in sealed {
-            if !ids.has_segment(s) {
-                let m = scan_segment_ids(&reader, s)?;
-                ids.write_segment(s, &m)?;
+            let need_ids = !ids.has_segment(s);
+            let need_streams = !streams.has_segment(s);
+            if need_ids || need_streams {
+                let (m, entries) =
+                    scan_segment(&reader, s, need_streams.then_some(&heads), need_ids)?;
+                if need_ids {
+                    ids.write_segment(s, &m)?;
+                }
+                if need_streams {
+                    streams.write_segment(s, entries)?;
+                }
             }
         }
-        let active_ids = match collected {
-            Some((segment, map)) if segment == active_segment => map,
-            _ => scan_segment_ids(&reader, active_segment)?,
+        // Register the chunks of files the persistent index does not know (written above, or
+        // lost with a commit that was not durable).
+        let registered = index.stream_segments()?;
+        for &s in sealed {
+            if !registered.contains(&s) {
+                let rows = match streams.chunk_rows(s) {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "damaged stream index file; rebuilding it");
+                        streams.discard(s);
+                        let (_, entries) = scan_segment(&reader, s, Some(&heads), false)?;
+                        streams.write_segment(s, entries)?
+                    }
+                };
+                index.add_stream_chunks(s, &rows)?;
+            }
+        }
+        let (active_ids, active_entries) = match collected {
+            Some((segment, map, entries)) if segment == active_segment => (map, entries),
+            _ => scan_segment(&reader, active_segment, Some(&heads), true)?,
         };
+        let mut recent = Recent::default();
+        recent.add_entries(active_segment, &active_entries);
 
         let committed = reader.committed_position();
         let inner = Arc::new(Inner {
@@ -806,7 +998,9 @@ impl Store {
             reader,
             index,
             ids,
-            recent: Mutex::new(Recent::default()),
+            streams,
+            stream_file_rebuild: Mutex::new(()),
+            recent: Mutex::new(recent),
             heads: RwLock::new(heads.clone()),
             poisoned: AtomicBool::new(false),
             durable_position: AtomicU64::new(committed),
@@ -866,7 +1060,9 @@ impl Store {
         threads.push(
             std::thread::Builder::new()
                 .name("orchestrix-indexer".into())
-                .spawn(move || run_indexer(idx_inner, irx, interval))
+                .spawn(move || {
+                    run_indexer(idx_inner, irx, interval, (active_segment, active_entries))
+                })
                 .map_err(io(&dir))?,
         );
         if let Durability::Interval(d) = options.durability {
@@ -1068,12 +1264,17 @@ impl Store {
             index_checkpoint: self.inner.index.checkpoint()?,
             index: self.inner.index.stats()?,
             id_files: self.inner.ids.segments().len(),
+            stream_files: self.inner.streams.segments().len(),
         })
     }
 
     /// Checks every frame's CRC and that the index agrees with the log. Returns the number of
     /// events verified.
     pub fn verify(&self) -> Result<u64> {
+        // Stream index files first, whole (reads would rebuild a damaged one silently).
+        for segment in self.inner.streams.segments() {
+            self.inner.streams.read_segment(segment)?;
+        }
         let mut scanner = self.inner.reader.scan();
         let mut expected = 0u64;
         while let Some((loc, h, payload)) = scanner.next_frame()? {
@@ -1224,13 +1425,21 @@ pub(crate) fn validate_and_convert(
 pub(crate) enum IndexerMsg {
     /// Frames committed to the log, in log order.
     Frames(Vec<FrameSummary>),
-    /// A segment was sealed: write the id file of its events.
+    /// A segment was sealed: write the id file of its events and its stream index file.
     Sealed(u64, Arc<IdMap>),
 }
 
-/// Applies committed frames to the persistent index behind the writer, writes the id files of
-/// sealed segments, and checkpoints durably about once per `interval`.
-fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) {
+/// Applies committed frames to the persistent index behind the writer, writes the id files and
+/// stream index files of sealed segments, and checkpoints durably about once per `interval`.
+/// `active` is the active segment and the stream batches it held when the store opened.
+fn run_indexer(
+    inner: Arc<Inner>,
+    rx: Receiver<IndexerMsg>,
+    interval: Duration,
+    active: (u64, Vec<StreamEntry>),
+) {
+    // Stream batches of segments whose stream index file is not written yet, per segment.
+    let mut unsealed: BTreeMap<u64, Vec<StreamEntry>> = BTreeMap::from([active]);
     let mut last_durable = Instant::now();
     let mut pending_cp: Option<Checkpoint> = None;
     // Stream number -> (stream id, head): the id is copied once per stream, not per row.
@@ -1272,10 +1481,33 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
         let mut frames = Vec::new();
         for m in msgs {
             match m {
-                IndexerMsg::Frames(f) => frames.extend(f),
+                IndexerMsg::Frames(f) => {
+                    for s in &f {
+                        unsealed
+                            .entry(s.location.segment)
+                            .or_default()
+                            .extend(s.batches.iter().map(|b| stream_entry(s.location, b)));
+                    }
+                    frames.extend(f);
+                }
                 IndexerMsg::Sealed(segment, ids) => {
                     if let Err(e) = inner.ids.write_segment(segment, &ids) {
                         fail("writing an id file", &e);
+                    }
+                    // Every frame of the sealed segment came before this message.
+                    let entries = unsealed.remove(&segment).unwrap_or_default();
+                    if failed {
+                        continue;
+                    }
+                    let written = inner
+                        .streams
+                        .write_segment(segment, entries)
+                        .and_then(|rows| inner.index.add_stream_chunks(segment, &rows));
+                    match written {
+                        // The batches are readable from the file now: free their memory.
+                        Ok(()) => lock(&inner.recent).remove_segment(segment),
+                        // Reads keep finding the batches in the recent index.
+                        Err(e) => fail("writing a stream index file", &e),
                     }
                 }
             }
@@ -1283,7 +1515,7 @@ fn run_indexer(inner: Arc<Inner>, rx: Receiver<IndexerMsg>, interval: Duration) 
         if !frames.is_empty() && !failed {
             match inner.index.apply(&frames) {
                 Ok(()) => {
-                    lock(&inner.recent).remove(&frames);
+                    lock(&inner.recent).remove_frames(&frames);
                     for f in &frames {
                         for b in &f.batches {
                             let head = StreamHead {

@@ -252,7 +252,7 @@ fn overwritten_with_garbage() {
 
 /// Currently fails: open succeeds without noticing the damage (the index is not checked on
 /// open), then `read_stream` panics inside redb (`btree_iters.rs:751: entered unreachable
-/// code`) via `orchestrix_index::Index::stream_batches`.
+/// code`) via the stream index lookup.
 #[test]
 fn middle_zeroed() {
     damage_and_check("middle zeroed");

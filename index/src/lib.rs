@@ -5,8 +5,13 @@
 //!   index (Kafka's `.index`): one entry at the start of each segment and then one per
 //!   [`FRAME_INDEX_INTERVAL_BYTES`] of log, so locating a position is a range lookup plus a
 //!   short scan.
-//! - `stream_batches`: (stream number, first version) -> (first position, count, segment, offset,
-//!   length); one entry per stream per append.
+//! - `stream_chunks`: (stream number, first version) -> (segment, last version, entry index,
+//!   entry count, CRC): one row per chunk of a sealed segment's stream index file (see
+//!   [`streams`]; at most [`streams::CHUNK_ENTRIES_MAX`] batches of one stream per row). The
+//!   active segment's batches are not here: the engine holds them in memory until the segment
+//!   is sealed and its file written, so an append costs no row of its own.
+//! - `stream_segments`: segment -> number of chunks: the sealed segments whose chunks are in
+//!   `stream_chunks` (a segment missing here after a crash is registered again from its file).
 //! - `streams`: stream -> (stream number, last version): the stream heads, restored on open;
 //!   written only by durable checkpoints, together with the checkpoint. Stream numbers are
 //!   dense and given in order of first appearance in the log, so replaying the log assigns
@@ -17,7 +22,7 @@
 //! - `meta`: `checkpoint` (written only by durable commits) and `indexed` (the position after
 //!   the last applied frame, written by every commit).
 //!
-//! Event ids are not in redb: see [`ids`], one immutable file per sealed segment.
+//! Event ids are not in redb either: see [`ids`], one immutable file per sealed segment.
 //!
 //! Frames are applied without an fsync of their own ([`Durability::None`]); a periodic durable
 //! commit records the checkpoint and the stream heads. After a crash redb returns to a commit
@@ -30,18 +35,21 @@ use std::path::Path;
 use std::sync::Mutex;
 
 pub mod ids;
+pub mod streams;
 
 use orchestrix_log::{Checkpoint, FrameLocation};
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use streams::ChunkRow;
 
 /// (segment, offset, length, event count) of a frame.
 type FrameValue = (u64, u64, u64, u32);
-/// (first position, count, segment, offset, length) of a stream batch.
-type BatchValue = (u64, u32, u64, u64, u64);
+/// (segment, last version, entry index, entry count, CRC) of a stream chunk.
+type ChunkValue = (u64, u64, u64, u32, u32);
 
 const FRAMES: TableDefinition<u64, FrameValue> = TableDefinition::new("frames");
-const STREAM_BATCHES: TableDefinition<(u64, u64), BatchValue> =
-    TableDefinition::new("stream_batches");
+const STREAM_CHUNKS: TableDefinition<(u64, u64), ChunkValue> =
+    TableDefinition::new("stream_chunks");
+const STREAM_SEGMENTS: TableDefinition<u64, u64> = TableDefinition::new("stream_segments");
 const STREAMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("streams");
 const TYPES: TableDefinition<(&str, u64), ()> = TableDefinition::new("types");
 const TIMES: TableDefinition<(i64, u64), ()> = TableDefinition::new("times");
@@ -183,7 +191,8 @@ impl Index {
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(FRAMES).map_err(db_err)?;
-            txn.open_table(STREAM_BATCHES).map_err(db_err)?;
+            txn.open_table(STREAM_CHUNKS).map_err(db_err)?;
+            txn.open_table(STREAM_SEGMENTS).map_err(db_err)?;
             txn.open_table(STREAMS).map_err(db_err)?;
             txn.open_table(TYPES).map_err(db_err)?;
             txn.open_table(TIMES).map_err(db_err)?;
@@ -234,7 +243,6 @@ impl Index {
         {
             let mut sparse = self.sparse.lock().unwrap_or_else(|p| p.into_inner());
             let mut t_frames = txn.open_table(FRAMES).map_err(db_err)?;
-            let mut t_batches = txn.open_table(STREAM_BATCHES).map_err(db_err)?;
             let mut t_types = txn.open_table(TYPES).map_err(db_err)?;
             let mut t_times = txn.open_table(TIMES).map_err(db_err)?;
             for f in frames {
@@ -254,14 +262,6 @@ impl Index {
                         )
                         .map_err(db_err)?;
                     sparse.last_frame = Some((l.segment, l.offset));
-                }
-                for b in &f.batches {
-                    t_batches
-                        .insert(
-                            (b.stream_number, b.first_version),
-                            (b.first_position, b.count, l.segment, l.offset, l.len),
-                        )
-                        .map_err(db_err)?;
                 }
                 let first_page = f.first_position / TYPE_PAGE_EVENTS;
                 let last_page =
@@ -359,26 +359,57 @@ impl Index {
         }))
     }
 
-    /// The batches of stream number `stream` that hold versions at or after `from_version` (forwards) or at
-    /// or before it (backwards), in that order, at most `limit` batches.
-    pub fn stream_batches(
+    /// Registers the chunks of a sealed segment's stream index file (written by
+    /// [`streams::StreamFiles::write_segment`]), without an fsync: after a crash, a segment
+    /// missing from [`Index::stream_segments`] is registered again from its file.
+    pub fn add_stream_chunks(&self, segment: u64, rows: &[ChunkRow]) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::None);
+        {
+            let mut t = txn.open_table(STREAM_CHUNKS).map_err(db_err)?;
+            for r in rows {
+                t.insert(
+                    (r.stream_number, r.first_version),
+                    (r.segment, r.last_version, r.entry_index, r.count, r.crc),
+                )
+                .map_err(db_err)?;
+            }
+            let mut t = txn.open_table(STREAM_SEGMENTS).map_err(db_err)?;
+            t.insert(segment, rows.len() as u64).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Sealed segments whose stream chunks are registered.
+    pub fn stream_segments(&self) -> Result<Vec<u64>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(STREAM_SEGMENTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            out.push(item.map_err(db_err)?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// The chunks of stream number `stream` that hold versions at or after `from_version`
+    /// (forwards) or at or before it (backwards), in that order, at most `limit` chunks.
+    pub fn stream_chunks(
         &self,
         stream: u64,
         from_version: u64,
         backwards: bool,
         limit: usize,
-    ) -> Result<Vec<BatchEntry>> {
+    ) -> Result<Vec<ChunkRow>> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(STREAM_BATCHES).map_err(db_err)?;
-        let conv = |k: (u64, u64), v: (u64, u32, u64, u64, u64)| BatchEntry {
+        let t = txn.open_table(STREAM_CHUNKS).map_err(db_err)?;
+        let conv = |k: (u64, u64), v: ChunkValue| ChunkRow {
+            stream_number: k.0,
             first_version: k.1,
-            first_position: v.0,
-            count: v.1,
-            location: FrameLocation {
-                segment: v.2,
-                offset: v.3,
-                len: v.4,
-            },
+            segment: v.0,
+            last_version: v.1,
+            entry_index: v.2,
+            count: v.3,
+            crc: v.4,
         };
         let mut out = Vec::new();
         if backwards {
@@ -394,16 +425,16 @@ impl Index {
                 }
             }
         } else {
-            // The batch holding `from_version` may start before it.
+            // The chunk holding `from_version` may start before it.
             if let Some(item) = t
                 .range((stream, 0)..=(stream, from_version))
                 .map_err(db_err)?
                 .next_back()
             {
                 let (k, v) = item.map_err(db_err)?;
-                let b = conv(k.value(), v.value());
-                if b.first_version + u64::from(b.count) > from_version {
-                    out.push(b);
+                let c = conv(k.value(), v.value());
+                if c.last_version >= from_version {
+                    out.push(c);
                 }
             }
             if out.len() < limit {
@@ -450,7 +481,7 @@ impl Index {
         })
     }
 
-    /// Counts: sparse frame entries, stream batches, checkpointed streams.
+    /// Counts: sparse frame entries, stream chunks, checkpointed streams.
     pub fn stats(&self) -> Result<IndexStats> {
         let txn = self.db.begin_read().map_err(db_err)?;
         Ok(IndexStats {
@@ -459,8 +490,8 @@ impl Index {
                 .map_err(db_err)?
                 .len()
                 .map_err(db_err)?,
-            stream_batches: txn
-                .open_table(STREAM_BATCHES)
+            stream_chunks: txn
+                .open_table(STREAM_CHUNKS)
                 .map_err(db_err)?
                 .len()
                 .map_err(db_err)?,
@@ -478,8 +509,8 @@ impl Index {
 pub struct IndexStats {
     /// Indexed frames.
     pub frames: u64,
-    /// Indexed stream batches.
-    pub stream_batches: u64,
+    /// Stream chunks of sealed segments.
+    pub stream_chunks: u64,
     /// Streams in the last durable checkpoint.
     pub streams: u64,
 }
@@ -540,21 +571,36 @@ mod tests {
         assert_eq!(idx.checkpoint().unwrap(), Some(cp));
         // Frames 100 bytes apart: sparse entries every 4 KiB, so only the first one.
         assert_eq!(idx.frame_floor(4).unwrap().unwrap().first_position, 0);
-        let b = idx.stream_batches(u64::from(b'a'), 1, false, 10).unwrap();
+        // Stream chunks: registered per sealed segment; queried by version.
+        let row = |v: u64, last: u64, seg: u64| ChunkRow {
+            stream_number: 9,
+            first_version: v,
+            last_version: last,
+            segment: seg,
+            entry_index: 0,
+            count: 1,
+            crc: 0,
+        };
+        idx.add_stream_chunks(0, &[row(0, 1, 0)]).unwrap();
+        idx.add_stream_chunks(100, &[row(2, 4, 100)]).unwrap();
+        assert_eq!(idx.stream_segments().unwrap(), vec![0, 100]);
+        let firsts = |c: Vec<ChunkRow>| c.iter().map(|c| c.first_version).collect::<Vec<_>>();
         assert_eq!(
-            b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
+            firsts(idx.stream_chunks(9, 1, false, 10).unwrap()),
             vec![0, 2]
         );
-        let b = idx.stream_batches(u64::from(b'a'), 3, false, 10).unwrap();
+        assert_eq!(firsts(idx.stream_chunks(9, 3, false, 10).unwrap()), vec![2]);
         assert_eq!(
-            b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
-            vec![2]
+            firsts(idx.stream_chunks(9, 5, false, 10).unwrap()),
+            Vec::<u64>::new()
         );
-        let b = idx.stream_batches(u64::from(b'a'), 4, true, 10).unwrap();
         assert_eq!(
-            b.iter().map(|b| b.first_version).collect::<Vec<_>>(),
+            firsts(idx.stream_chunks(9, 4, true, 10).unwrap()),
             vec![2, 0]
         );
+        assert_eq!(firsts(idx.stream_chunks(9, 1, true, 10).unwrap()), vec![0]);
+        assert_eq!(firsts(idx.stream_chunks(9, 0, false, 1).unwrap()), vec![0]);
+        assert!(idx.stream_chunks(8, 0, false, 10).unwrap().is_empty());
         let mut heads = idx.stream_heads().unwrap();
         heads.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(

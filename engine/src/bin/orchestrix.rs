@@ -476,9 +476,10 @@ fn inspect(a: InspectArgs) -> CliResult {
             })),
             "index": {
                 "frames": info.index.frames,
-                "stream_batches": info.index.stream_batches,
+                "stream_chunks": info.index.stream_chunks,
                 "streams": info.index.streams,
                 "id_files": info.id_files,
+                "stream_files": info.stream_files,
             },
         });
         writeln!(out, "{v}")?;
@@ -510,8 +511,12 @@ fn inspect(a: InspectArgs) -> CliResult {
         }
         writeln!(
             out,
-            "index tables: {} frame entries (sparse), {} stream batches, {} checkpointed streams, {} id files",
-            info.index.frames, info.index.stream_batches, info.index.streams, info.id_files
+            "index: {} frame entries (sparse), {} stream chunks, {} checkpointed streams, {} id files, {} stream files",
+            info.index.frames,
+            info.index.stream_chunks,
+            info.index.streams,
+            info.id_files,
+            info.stream_files
         )?;
     }
     out.flush()?;
