@@ -4,10 +4,11 @@
 //! A crash while appending can leave the active segment ending anywhere: cut short, or
 //! followed by zeros (a file extended but not written), by 0xFF (erased flash) or by garbage
 //! (a sector half written). This test builds a log of four 4 KiB segments and, for every byte
-//! offset of the active segment (it is at most 4 KiB, so this is its "last 4 KiB") and each
+//! offset of the active segment (zero-filled ahead to 4 KiB, so this is its "last 4 KiB") and each
 //! of those four fill patterns, damages a copy of it from that offset to its end and reopens:
 //! open must succeed, recover exactly the frames whose bytes are intact (those wholly before
-//! the cut, plus any the fill happened to leave byte-identical), report the cut, and accept an
+//! the cut, plus any the fill happened to leave byte-identical), report the cut (or nothing,
+//! when only zeros follow the last whole frame: the clean end of a zero-filled segment), and accept an
 //! append that reads back. Recovery goes through the real file system on copies of a template
 //! directory; fsync is switched off (`NoSyncFs`) because nothing here loses power.
 
@@ -63,8 +64,15 @@ fn build_template() -> Template {
         active.size_bytes > SEGMENT_SIZE - 200,
         "active segment nearly full"
     );
+    // The active segment has zeros written ahead of its frames, to the segment size.
     let active_bytes = std::fs::read(dir.path().join(&active.name)).unwrap();
-    assert_eq!(active_bytes.len() as u64, active.size_bytes);
+    assert_eq!(active_bytes.len() as u64, SEGMENT_SIZE, "zero-filled ahead");
+    assert!(
+        active_bytes[active.size_bytes as usize..]
+            .iter()
+            .all(|&b| b == 0),
+        "zeros after the last frame"
+    );
     Template {
         dir,
         attempts,
@@ -170,10 +178,16 @@ fn run_case(t: &Template, work: &Path, cut: usize, fill: Fill, case: u64) {
         Some((segment, at, dropped)) => {
             assert_eq!(segment, t.active_name, "{what}");
             assert_eq!(at, end_of_intact, "{what}: cut position");
-            assert_eq!(at + dropped, damaged.len() as u64, "{what}: bytes dropped");
+            // Dropped: up to the last nonzero byte (zeros after it were written ahead).
+            let data_end = damaged
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |i| i as u64 + 1);
+            assert_eq!(at + dropped, data_end, "{what}: bytes dropped");
         }
+        // Only zeros after the last whole frame: the clean end of a zero-filled segment.
         None => assert!(
-            header_intact && damaged.len() as u64 == end_of_intact,
+            header_intact && damaged[end_of_intact as usize..].iter().all(|&b| b == 0),
             "{what}: bytes after the last whole frame but nothing cut"
         ),
     }
