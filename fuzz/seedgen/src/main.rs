@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use orchestrix::snapshot::{encode_snapshot_file, Snapshot};
+use orchestrix_index::streams::{encode_file, StreamEntry};
 use orchestrix_log::frame::encode_frame;
 use orchestrix_log::record::encode_payload;
 use orchestrix_log::{segment, EventRecord};
@@ -44,6 +45,20 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn main() {
+    let entry = |stream_number, first_version, count| StreamEntry {
+        stream_number,
+        first_version,
+        first_position: stream_number * 100 + first_version,
+        offset: 32 + first_version * 80,
+        len: 80,
+        count,
+    };
+    write("stream_file_decoder", "empty", &encode_file(0, &[]));
+    write(
+        "stream_file_decoder",
+        "two_streams",
+        &encode_file(4096, &[entry(0, 0, 1), entry(0, 1, 3), entry(7, 0, 2)]),
+    );
     let f0 = frame(0, 0, &[("order-1", 0, vec![ev(1, true)])]);
     let f1 = frame(1, 1, &[("order-1", 1, vec![ev(2, false), ev(3, true)])]);
     let f3 = frame(
