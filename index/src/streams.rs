@@ -215,21 +215,24 @@ pub fn decode_file(bytes: &[u8]) -> std::result::Result<(u64, Vec<StreamEntry>),
     Ok((segment, entries))
 }
 
-/// Encodes a file from entries sorted by (stream number, first version).
-fn encode_file(segment: u64, entries: &[StreamEntry]) -> (Vec<u8>, Vec<u8>) {
-    let mut body = Vec::with_capacity(entries.len() * ENTRY_SIZE);
+/// Encodes a whole file from entries sorted by (stream number, first version); the inverse of
+/// [`decode_file`].
+pub fn encode_file(segment: u64, entries: &[StreamEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_SIZE + entries.len() * ENTRY_SIZE);
+    out.resize(HEADER_SIZE, 0);
     for e in entries {
-        e.encode(&mut body);
+        e.encode(&mut out);
     }
-    let mut h = [0u8; HEADER_SIZE];
+    let crc = crc32fast::hash(&out[HEADER_SIZE..]);
+    let h = &mut out[..HEADER_SIZE];
     h[..8].copy_from_slice(&MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
     h[16..24].copy_from_slice(&segment.to_le_bytes());
     h[24..32].copy_from_slice(&(entries.len() as u64).to_le_bytes());
-    h[32..36].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
     let hc = crc32fast::hash(&h[..36]);
     h[36..40].copy_from_slice(&hc.to_le_bytes());
-    (h.to_vec(), body)
+    out
 }
 
 struct SegmentFile {
@@ -367,14 +370,12 @@ impl StreamFiles {
         mut entries: Vec<StreamEntry>,
     ) -> Result<Vec<ChunkRow>> {
         entries.sort_unstable_by_key(|e| (e.stream_number, e.first_version));
-        let (header, body) = encode_file(segment, &entries);
+        let bytes = encode_file(segment, &entries);
         let path = self.dir.join(file_name(segment));
         let tmp = self.dir.join(format!("{}.tmp", file_name(segment)));
         {
-            let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io_err(&tmp, e))?);
-            f.write_all(&header).map_err(|e| io_err(&tmp, e))?;
-            f.write_all(&body).map_err(|e| io_err(&tmp, e))?;
-            f.flush().map_err(|e| io_err(&tmp, e))?;
+            let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+            f.write_all(&bytes).map_err(|e| io_err(&tmp, e))?;
         }
         std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
         let loaded = Arc::new(load(&path, segment)?);
@@ -382,7 +383,11 @@ impl StreamFiles {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(segment, loaded);
-        Ok(chunks(segment, &entries, &body))
+        Ok(chunks(
+            segment,
+            &entries,
+            bytes.get(HEADER_SIZE..).unwrap_or_default(),
+        ))
     }
 
     /// Reads and checks a whole file; returns its entries.
@@ -402,11 +407,12 @@ impl StreamFiles {
     /// index lost).
     pub fn chunk_rows(&self, segment: u64) -> Result<Vec<ChunkRow>> {
         let entries = self.read_segment(segment)?;
-        let mut body = Vec::with_capacity(entries.len() * ENTRY_SIZE);
-        for e in &entries {
-            e.encode(&mut body);
-        }
-        Ok(chunks(segment, &entries, &body))
+        let bytes = encode_file(segment, &entries);
+        Ok(chunks(
+            segment,
+            &entries,
+            bytes.get(HEADER_SIZE..).unwrap_or_default(),
+        ))
     }
 
     /// Reads the entries of one chunk, checking its CRC.
@@ -511,17 +517,13 @@ mod tests {
     #[test]
     fn decode_file_rejects_bad_input() {
         let entries = vec![entry(0, 0, 1), entry(0, 1, 2)];
-        let (h, body) = encode_file(7, &entries);
-        let mut good = h.clone();
-        good.extend_from_slice(&body);
+        let good = encode_file(7, &entries);
         assert_eq!(decode_file(&good).unwrap(), (7, entries.clone()));
         for cut in 0..good.len() {
             assert!(decode_file(&good[..cut]).is_err(), "cut at {cut}");
         }
         // Out of order (a well-formed file otherwise).
-        let (h, body) = encode_file(7, &[entry(0, 1, 1), entry(0, 0, 1)]);
-        let mut bad = h;
-        bad.extend_from_slice(&body);
+        let bad = encode_file(7, &[entry(0, 1, 1), entry(0, 0, 1)]);
         assert!(decode_file(&bad).is_err());
     }
 }
