@@ -54,7 +54,10 @@ fn zeros_ahead_of_the_active_segment_only_and_a_clean_end_on_reopen() {
     assert_eq!(file_len(dir.path(), &last.name), SEGMENT_SIZE, "zeros kept");
     let a = attempt(1000, 2, 30);
     let loc = append_commit(&mut again.writer, &a).unwrap();
-    assert_eq!(loc.offset, last.size_bytes, "appended right after the last frame");
+    assert_eq!(
+        loc.offset, last.size_bytes,
+        "appended right after the last frame"
+    );
     attempts.push(a);
     let all = scan_all(&again.reader);
     check_prefix(&all, &attempts, attempts.len()).unwrap();
