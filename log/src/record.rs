@@ -67,10 +67,17 @@ impl FramePayload {
         self.batches.iter().map(|b| b.events.len()).sum()
     }
 
-    /// Decodes a payload, checking that it holds exactly `event_count` events.
+    /// Decodes a payload, checking that it holds exactly `event_count` events and nothing
+    /// after them.
     pub fn decode(bytes: &[u8], event_count: u32) -> Result<FramePayload> {
-        let p: FramePayload =
-            postcard::from_bytes(bytes).map_err(|e| LogError::Payload(e.to_string()))?;
+        let (p, rest): (FramePayload, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| LogError::Payload(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(LogError::Payload(format!(
+                "{} bytes after the last event",
+                rest.len()
+            )));
+        }
         check_counts(
             p.event_count(),
             p.batches.iter().map(|b| b.events.len()),
@@ -140,16 +147,143 @@ impl<'a> FrameView<'a> {
         self.batches.iter().map(|b| b.events.len()).sum()
     }
 
-    /// Decodes a payload, checking that it holds exactly `event_count` events.
+    /// Decodes a payload in place, checking that it holds exactly `event_count` events and
+    /// nothing after them. Hand-written for the read path (about twice as fast as going
+    /// through serde); it accepts exactly what [`FramePayload::decode`] accepts (the
+    /// `frame_decoder` fuzz target and a property test check both).
     pub fn decode(bytes: &'a [u8], event_count: u32) -> Result<FrameView<'a>> {
-        let p: FrameView<'a> =
-            postcard::from_bytes(bytes).map_err(|e| LogError::Payload(e.to_string()))?;
+        let p = Reader { buf: bytes }
+            .frame()
+            .map_err(|why| LogError::Payload(why.into()))?;
         check_counts(
             p.event_count(),
             p.batches.iter().map(|b| b.events.len()),
             event_count,
         )?;
         Ok(p)
+    }
+}
+
+/// Smallest encoding of an event: the id, one byte per other field.
+const EVENT_BYTES_MIN: usize = 16 + 10;
+/// Smallest encoding of a stream batch: an empty stream id, a version and an event count.
+const BATCH_BYTES_MIN: usize = 3;
+
+/// A cursor over postcard-encoded bytes, decoding the payload's types the way postcard does:
+/// LEB128 varints (up to 10 bytes, the last holding at most 1 bit), zigzag for `i64`, a varint
+/// length before strings, byte strings and sequences, a 0/1 tag before options, arrays raw.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+type Step<T> = std::result::Result<T, &'static str>;
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Step<u8> {
+        let (&b, rest) = self.buf.split_first().ok_or("payload ends early")?;
+        self.buf = rest;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Step<&'a [u8]> {
+        if n > self.buf.len() {
+            return Err("payload ends early");
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn varint(&mut self) -> Step<u64> {
+        let mut out = 0u64;
+        for i in 0..10 {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == 9 && b > 1 {
+                    return Err("varint out of range");
+                }
+                return Ok(out);
+            }
+        }
+        Err("varint out of range")
+    }
+
+    fn len(&mut self) -> Step<usize> {
+        usize::try_from(self.varint()?).map_err(|_| "length out of range")
+    }
+
+    fn bytes(&mut self) -> Step<&'a [u8]> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn str(&mut self) -> Step<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8")
+    }
+
+    fn opt_str(&mut self) -> Step<Option<&'a str>> {
+        match self.byte()? {
+            0 => Ok(None),
+            1 => self.str().map(Some),
+            _ => Err("bad option tag"),
+        }
+    }
+
+    fn event(&mut self) -> Step<EventView<'a>> {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(self.take(16)?);
+        let event_type = self.str()?;
+        let source = self.str()?;
+        let subject = self.opt_str()?;
+        let z = self.varint()?;
+        let time_unix_nanos = (z >> 1) as i64 ^ -((z & 1) as i64);
+        let data_content_type = self.opt_str()?;
+        let data_schema = self.opt_str()?;
+        let correlation_id = self.opt_str()?;
+        let causation_id = self.opt_str()?;
+        let n = self.len()?;
+        let mut metadata = Vec::with_capacity(n.min(self.buf.len() / 2));
+        for _ in 0..n {
+            metadata.push((self.str()?, self.str()?));
+        }
+        let data = self.bytes()?;
+        Ok(EventView {
+            id,
+            event_type,
+            source,
+            subject,
+            time_unix_nanos,
+            data_content_type,
+            data_schema,
+            correlation_id,
+            causation_id,
+            metadata,
+            data,
+        })
+    }
+
+    fn frame(mut self) -> Step<FrameView<'a>> {
+        let n = self.len()?;
+        let mut batches = Vec::with_capacity(n.min(self.buf.len() / BATCH_BYTES_MIN));
+        for _ in 0..n {
+            let stream = self.str()?;
+            let first_version = self.varint()?;
+            let m = self.len()?;
+            let mut events = Vec::with_capacity(m.min(self.buf.len() / EVENT_BYTES_MIN));
+            for _ in 0..m {
+                events.push(self.event()?);
+            }
+            batches.push(StreamBatchView {
+                stream,
+                first_version,
+                events,
+            });
+        }
+        if !self.buf.is_empty() {
+            return Err("bytes after the last event");
+        }
+        Ok(FrameView { batches })
     }
 }
 
@@ -287,6 +421,54 @@ mod tests {
         assert_eq!(e.metadata, vec![("k", "v")]);
         assert_eq!(e.data, owned.data.as_slice());
         assert!(FrameView::decode(&out[1..], 4).is_err());
+    }
+
+    /// The hand-written in-place decoder agrees with postcard's on valid payloads, on every
+    /// truncation and on single-byte changes: same verdict, same contents.
+    #[test]
+    fn in_place_decoder_agrees_with_postcard() {
+        let mut full = ev(7);
+        full.subject = None;
+        full.time_unix_nanos = -5;
+        full.metadata = vec![("a".into(), "".into()), ("é".into(), "x".into())];
+        let a = [ev(1), full, ev(3)];
+        let b = [ev(4)];
+        let mut out = Vec::new();
+        encode_payload(
+            &mut out,
+            [("a", 0u64, &a[..]), ("bb", 1 << 40, &b[..])].into_iter(),
+        )
+        .unwrap();
+        let same = |bytes: &[u8], n: u32| {
+            let serde: std::result::Result<FrameView<'_>, _> = postcard::take_from_bytes(bytes)
+                .and_then(|(v, rest): (FrameView<'_>, &[u8])| {
+                    if rest.is_empty() {
+                        Ok(v)
+                    } else {
+                        Err(postcard::Error::DeserializeUnexpectedEnd)
+                    }
+                });
+            let serde = serde.ok().filter(|v| {
+                v.event_count() == n as usize && v.batches.iter().all(|b| !b.events.is_empty())
+            });
+            let ours = FrameView::decode(bytes, n).ok();
+            assert_eq!(ours, serde, "{bytes:?}");
+        };
+        same(&out, 4);
+        assert!(FrameView::decode(&out, 4).is_ok());
+        for cut in 0..out.len() {
+            same(&out[..cut], 4);
+        }
+        let mut longer = out.clone();
+        longer.push(0);
+        same(&longer, 4);
+        for i in 0..out.len() {
+            for x in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff] {
+                let mut m = out.clone();
+                m[i] = x;
+                same(&m, 4);
+            }
+        }
     }
 
     #[test]
