@@ -177,6 +177,9 @@ fn decode_header(h: &[u8]) -> std::result::Result<(u64, u64, u32), &'static str>
     if h[..8] != MAGIC || u32_at(8) != VERSION {
         return Err("bad magic or version");
     }
+    if u32_at(12) != 0 {
+        return Err("reserved field is not zero");
+    }
     if crc32fast::hash(&h[..36]) != u32_at(36) {
         return Err("header checksum mismatch");
     }
@@ -512,6 +515,20 @@ mod tests {
         assert!(files.segments().is_empty());
         assert!(!p.exists());
         assert!(files.read_chunk(&rows[0]).is_err());
+    }
+
+    /// Found by the `stream_file_decoder` fuzz target: a nonzero reserved field under a valid
+    /// header CRC was accepted, so the file did not re-encode to the same bytes.
+    #[test]
+    fn nonzero_reserved_field_is_rejected() {
+        let mut h = encode_file(0, &[]);
+        h[12] = 181;
+        let crc = crc32fast::hash(&h[..36]);
+        h[36..40].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_file(&h).unwrap_err(),
+            "reserved field is not zero".to_string()
+        );
     }
 
     #[test]
