@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use orchestrix_index::streams::StreamEntry;
 use orchestrix_index::{BatchEntry, FrameEntry, FrameSummary};
-use orchestrix_log::FrameLocation;
 
 #[derive(Default)]
 pub(crate) struct Recent {
@@ -48,16 +47,7 @@ impl Recent {
             self.batches
                 .entry(e.stream_number)
                 .or_default()
-                .push_back(BatchEntry {
-                    first_version: e.first_version,
-                    first_position: e.first_position,
-                    count: e.count,
-                    location: FrameLocation {
-                        segment,
-                        offset: e.offset,
-                        len: u64::from(e.len),
-                    },
-                });
+                .push_back(e.batch_entry(segment));
         }
     }
 

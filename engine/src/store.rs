@@ -284,7 +284,7 @@ impl Inner {
                         e.last_version() >= from
                     };
                     if keep {
-                        out.push(batch_entry(c.segment, &e));
+                        out.push(e.batch_entry(c.segment));
                         if out.len() >= limit {
                             return Ok(out);
                         }
@@ -587,20 +587,6 @@ fn stream_entry(loc: FrameLocation, b: &BatchSummary) -> StreamEntry {
         // Frames are at most FRAME_PAYLOAD_SIZE_MAX (128 MiB) plus a header.
         len: loc.len as u32,
         count: b.count,
-    }
-}
-
-/// The batch entry of a stream index entry of `segment`.
-fn batch_entry(segment: u64, e: &StreamEntry) -> BatchEntry {
-    BatchEntry {
-        first_version: e.first_version,
-        first_position: e.first_position,
-        count: e.count,
-        location: FrameLocation {
-            segment,
-            offset: e.offset,
-            len: u64::from(e.len),
-        },
     }
 }
 

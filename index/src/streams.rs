@@ -66,6 +66,20 @@ pub struct StreamEntry {
 }
 
 impl StreamEntry {
+    /// The batch this entry describes, in the file of `segment`.
+    pub fn batch_entry(&self, segment: u64) -> crate::BatchEntry {
+        crate::BatchEntry {
+            first_version: self.first_version,
+            first_position: self.first_position,
+            count: self.count,
+            location: orchestrix_log::FrameLocation {
+                segment,
+                offset: self.offset,
+                len: u64::from(self.len),
+            },
+        }
+    }
+
     /// The last version in the batch.
     pub fn last_version(&self) -> u64 {
         self.first_version + u64::from(self.count).max(1) - 1
@@ -395,6 +409,11 @@ impl StreamFiles {
 
     /// Reads and checks a whole file; returns its entries.
     pub fn read_segment(&self, segment: u64) -> Result<Vec<StreamEntry>> {
+        self.read_segment_bytes(segment).map(|(entries, _)| entries)
+    }
+
+    /// Reads and checks a whole file; returns its entries and its bytes.
+    fn read_segment_bytes(&self, segment: u64) -> Result<(Vec<StreamEntry>, Vec<u8>)> {
         let s = self
             .get(segment)
             .ok_or_else(|| IndexError::Db(format!("no stream index file for segment {segment}")))?;
@@ -403,14 +422,13 @@ impl StreamFiles {
         if seg != segment {
             return Err(damaged(&s.path, "names another segment"));
         }
-        Ok(entries)
+        Ok((entries, bytes))
     }
 
     /// The chunks of a file, read back from it (to register a file whose rows the persistent
     /// index lost).
     pub fn chunk_rows(&self, segment: u64) -> Result<Vec<ChunkRow>> {
-        let entries = self.read_segment(segment)?;
-        let bytes = encode_file(segment, &entries);
+        let (entries, bytes) = self.read_segment_bytes(segment)?;
         Ok(chunks(
             segment,
             &entries,
