@@ -1,7 +1,8 @@
 //! Read-path figures with percentiles (criterion reports means; the targets are p99s):
 //! read_stream of a 100-event stream from a warm cache over a store of 1,000,000 events in
 //! 10,000 streams, a full read_all scan, and open time. Run with
-//! `cargo bench -p orchestrix-benches --bench reads`.
+//! `cargo bench -p orchestrix-benches --bench reads`. With `ORCHESTRIX_READS_STORE=DIR` the
+//! store is kept in DIR and reused by later runs (for profiling the reads alone).
 
 use std::time::Instant;
 
@@ -14,14 +15,17 @@ const EVENTS_PER_STREAM: usize = 100;
 const SAMPLES: usize = 20_000;
 
 fn main() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kept = std::env::var_os("ORCHESTRIX_READS_STORE").map(std::path::PathBuf::from);
+    let reuse = kept.as_ref().is_some_and(|d| d.join("index.redb").exists());
+    let dir = kept.unwrap_or_else(|| tmp.path().to_path_buf());
     let opts = Options {
         durability: Durability::Never,
         ..Options::default()
     };
     let data = payload();
-    {
-        let store = Store::open_with(dir.path(), opts.clone()).expect("open");
+    if !reuse {
+        let store = Store::open_with(&dir, opts.clone()).expect("open");
         // Each stream gets its 100 events in 10 appends of 10, interleaved with the other
         // streams, so a stream's events are spread over the log as in a live system.
         let t = Instant::now();
@@ -47,7 +51,7 @@ fn main() {
         );
     }
     let t = Instant::now();
-    let store = Store::open_with(dir.path(), opts).expect("reopen");
+    let store = Store::open_with(&dir, opts).expect("reopen");
     println!(
         "open after clean shutdown: {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3

@@ -1,10 +1,9 @@
 //! Events as the user appends them and as the store returns them.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use orchestrix_log::{EventRecord, EventView};
+use orchestrix_log::{EventRecord, EventView, FrameLocation, LogError};
 use uuid::Uuid;
 
 /// What an append expects of the stream's current version.
@@ -148,118 +147,247 @@ impl EventData {
 
 /// A stored event with its place in the log.
 ///
-/// Reading does not copy: `data` shares the buffer the frame was read into, and the text
-/// fields are reference-counted, shared between events of one read that carry the same value
-/// (a stream id, an event type). Compare them as `&*e.event_type == "OrderPlaced"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Reading copies nothing: the event is a view of the frame it was read from (a shared,
+/// reference-counted buffer, or the segment's memory map), and the text fields and the data
+/// are read from it by the accessor methods. Holding an event keeps its frame alive.
+///
+/// ```
+/// # fn main() -> orchestrix::Result<()> {
+/// use orchestrix::{Direction, EventData, ExpectedVersion, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// store.append("order-1", ExpectedVersion::NoStream,
+///     vec![EventData::json("OrderPlaced", br#"{"total":3}"#.to_vec())])?;
+/// let e = &store.read_stream("order-1", 0, Direction::Forwards, 10)?[0];
+/// assert_eq!((e.stream(), e.version, e.event_type()), ("order-1", 0, "OrderPlaced"));
+/// assert_eq!(e.data(), br#"{"total":3}"#);
+/// assert!(e.is_json());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
 pub struct RecordedEvent {
     /// Global position.
     pub position: u64,
-    /// Stream id.
-    pub stream: Arc<str>,
     /// Version in the stream (from 0).
     pub version: u64,
     /// Id.
     pub id: Uuid,
-    /// CloudEvents `type`.
-    pub event_type: Arc<str>,
-    /// CloudEvents `source`.
-    pub source: Arc<str>,
-    /// CloudEvents `subject`.
-    pub subject: Option<Arc<str>>,
-    /// Nanoseconds since the Unix epoch.
+    /// CloudEvents `time`, nanoseconds since the Unix epoch.
     pub time_unix_nanos: i64,
-    /// CloudEvents `datacontenttype`.
-    pub data_content_type: Option<Arc<str>>,
-    /// CloudEvents `dataschema`.
-    pub data_schema: Option<Arc<str>>,
-    /// Correlation id.
-    pub correlation_id: Option<Arc<str>>,
-    /// Causation id.
-    pub causation_id: Option<Arc<str>>,
-    /// Metadata.
-    pub metadata: Vec<(String, String)>,
-    /// Payload.
-    pub data: Bytes,
+    /// The frame's payload the spans below point into.
+    frame: Bytes,
+    stream: Span,
+    event_type: Span,
+    source: Span,
+    subject: Span,
+    data_content_type: Span,
+    data_schema: Span,
+    correlation_id: Span,
+    causation_id: Span,
+    data: Span,
+    metadata: Vec<(Span, Span)>,
 }
 
-/// Turns borrowed events of frames into [`RecordedEvent`]s, sharing equal text between the
-/// events of one read (most events of a read repeat their stream, type, source and content
-/// type, so a read allocates for the first one only).
-#[derive(Default)]
-pub(crate) struct EventBuilder {
-    stream: TextCache,
-    event_type: TextCache,
-    source: TextCache,
-    subject: TextCache,
-    content_type: TextCache,
-    schema: TextCache,
+/// Where a field lies in the frame; `len == ABSENT` for a field that is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
 }
 
-/// The last text seen for one field.
-#[derive(Default)]
-struct TextCache(Option<Arc<str>>);
+impl Span {
+    const ABSENT: u32 = u32::MAX;
+    const NONE: Span = Span {
+        start: 0,
+        len: Span::ABSENT,
+    };
 
-impl TextCache {
-    fn get(&mut self, s: &str) -> Arc<str> {
-        match &self.0 {
-            Some(a) if **a == *s => a.clone(),
-            _ => {
-                let a: Arc<str> = Arc::from(s);
-                self.0 = Some(a.clone());
-                a
-            }
+    /// The span of `part` inside `whole`, or `None` when it does not lie inside it.
+    fn of(whole: &[u8], part: &[u8]) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+        if start + part.len() > whole.len() {
+            return None;
+        }
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            len: u32::try_from(part.len())
+                .ok()
+                .filter(|&l| l != Span::ABSENT)?,
+        })
+    }
+
+    fn of_opt(whole: &[u8], part: Option<&str>) -> Option<Span> {
+        match part {
+            Some(p) => Span::of(whole, p.as_bytes()),
+            None => Some(Span::NONE),
         }
     }
 }
 
-impl EventBuilder {
-    /// The event `e` of stream `stream`, decoded from `frame` (the payload `e` borrows from).
-    pub(crate) fn build(
-        &mut self,
+impl RecordedEvent {
+    /// The event `e` of stream `stream`, decoded from `frame` (found at `loc`), which `e`
+    /// and `stream` borrow from.
+    pub(crate) fn from_view(
+        e: &EventView<'_>,
+        frame: &Bytes,
+        loc: FrameLocation,
+        stream: &str,
+        version: u64,
+        position: u64,
+    ) -> crate::Result<RecordedEvent> {
+        Self::spans(e, frame, stream, version, position).ok_or_else(|| {
+            crate::store::corrupted_payload(
+                loc,
+                LogError::Payload("a decoded field lies outside its frame".into()),
+            )
+        })
+    }
+
+    fn spans(
         e: &EventView<'_>,
         frame: &Bytes,
         stream: &str,
         version: u64,
         position: u64,
-    ) -> RecordedEvent {
-        RecordedEvent {
+    ) -> Option<RecordedEvent> {
+        let f: &[u8] = frame;
+        let metadata = e
+            .metadata
+            .iter()
+            .map(|(k, v)| Some((Span::of(f, k.as_bytes())?, Span::of(f, v.as_bytes())?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(RecordedEvent {
             position,
-            stream: self.stream.get(stream),
             version,
             id: Uuid::from_bytes(e.id),
-            event_type: self.event_type.get(e.event_type),
-            source: self.source.get(e.source),
-            subject: e.subject.map(|s| self.subject.get(s)),
             time_unix_nanos: e.time_unix_nanos,
-            data_content_type: e.data_content_type.map(|s| self.content_type.get(s)),
-            data_schema: e.data_schema.map(|s| self.schema.get(s)),
-            correlation_id: e.correlation_id.map(Arc::from),
-            causation_id: e.causation_id.map(Arc::from),
-            metadata: e
-                .metadata
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            data: share(frame, e.data),
-        }
+            stream: Span::of(f, stream.as_bytes())?,
+            event_type: Span::of(f, e.event_type.as_bytes())?,
+            source: Span::of(f, e.source.as_bytes())?,
+            subject: Span::of_opt(f, e.subject)?,
+            data_content_type: Span::of_opt(f, e.data_content_type)?,
+            data_schema: Span::of_opt(f, e.data_schema)?,
+            correlation_id: Span::of_opt(f, e.correlation_id)?,
+            causation_id: Span::of_opt(f, e.causation_id)?,
+            data: Span::of(f, e.data)?,
+            metadata,
+            frame: frame.clone(),
+        })
     }
 }
 
-/// `part` as a slice of `whole` when it lies inside it (no copy), else a copy.
-fn share(whole: &Bytes, part: &[u8]) -> Bytes {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize);
-    match start {
-        Some(s) if s + part.len() <= whole.len() => whole.slice(s..s + part.len()),
-        _ => Bytes::copy_from_slice(part),
+impl RecordedEvent {
+    fn bytes(&self, s: Span) -> Option<&[u8]> {
+        if s.len == Span::ABSENT {
+            return None;
+        }
+        let start = s.start as usize;
+        self.frame.get(start..start + s.len as usize)
+    }
+
+    /// Text fields were checked to be UTF-8 when the frame was decoded.
+    fn text(&self, s: Span) -> Option<&str> {
+        self.bytes(s).and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// Stream id.
+    pub fn stream(&self) -> &str {
+        self.text(self.stream).unwrap_or_default()
+    }
+    /// CloudEvents `type`.
+    pub fn event_type(&self) -> &str {
+        self.text(self.event_type).unwrap_or_default()
+    }
+    /// CloudEvents `source`.
+    pub fn source(&self) -> &str {
+        self.text(self.source).unwrap_or_default()
+    }
+    /// CloudEvents `subject`.
+    pub fn subject(&self) -> Option<&str> {
+        self.text(self.subject)
+    }
+    /// CloudEvents `datacontenttype`.
+    pub fn data_content_type(&self) -> Option<&str> {
+        self.text(self.data_content_type)
+    }
+    /// CloudEvents `dataschema`.
+    pub fn data_schema(&self) -> Option<&str> {
+        self.text(self.data_schema)
+    }
+    /// Correlation id.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.text(self.correlation_id)
+    }
+    /// Causation id.
+    pub fn causation_id(&self) -> Option<&str> {
+        self.text(self.causation_id)
+    }
+    /// Metadata entries, in the order they were added.
+    pub fn metadata(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.metadata.iter().map(|&(k, v)| {
+            (
+                self.text(k).unwrap_or_default(),
+                self.text(v).unwrap_or_default(),
+            )
+        })
+    }
+    /// The payload.
+    pub fn data(&self) -> &[u8] {
+        self.bytes(self.data).unwrap_or_default()
+    }
+    /// The payload as a shared buffer (no copy).
+    pub fn data_bytes(&self) -> Bytes {
+        let start = self.data.start as usize;
+        self.frame.slice(start..start + self.data.len as usize)
+    }
+}
+
+impl PartialEq for RecordedEvent {
+    fn eq(&self, o: &Self) -> bool {
+        self.position == o.position
+            && self.version == o.version
+            && self.id == o.id
+            && self.time_unix_nanos == o.time_unix_nanos
+            && self.stream() == o.stream()
+            && self.event_type() == o.event_type()
+            && self.source() == o.source()
+            && self.subject() == o.subject()
+            && self.data_content_type() == o.data_content_type()
+            && self.data_schema() == o.data_schema()
+            && self.correlation_id() == o.correlation_id()
+            && self.causation_id() == o.causation_id()
+            && self.metadata().eq(o.metadata())
+            && self.data() == o.data()
+    }
+}
+
+impl Eq for RecordedEvent {}
+
+impl std::fmt::Debug for RecordedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedEvent")
+            .field("position", &self.position)
+            .field("stream", &self.stream())
+            .field("version", &self.version)
+            .field("id", &self.id)
+            .field("event_type", &self.event_type())
+            .field("source", &self.source())
+            .field("subject", &self.subject())
+            .field("time_unix_nanos", &self.time_unix_nanos)
+            .field("data_content_type", &self.data_content_type())
+            .field("data_schema", &self.data_schema())
+            .field("correlation_id", &self.correlation_id())
+            .field("causation_id", &self.causation_id())
+            .field("metadata", &self.metadata().collect::<Vec<_>>())
+            .field("data_len", &self.data.len)
+            .finish()
     }
 }
 
 impl RecordedEvent {
     /// Whether the data is JSON by its content type.
     pub fn is_json(&self) -> bool {
-        self.data_content_type
-            .as_deref()
+        self.data_content_type()
             .is_some_and(|c| c == "application/json" || c.ends_with("+json"))
     }
 }

@@ -32,6 +32,10 @@ pub struct Options {
     pub queue_depth: usize,
     /// How often the index is checkpointed durably.
     pub index_checkpoint_interval: Duration,
+    /// Read segments through read-only memory maps (the default): reads make no system call
+    /// and copy nothing. The cost: a disk read error while reading a mapped page stops the
+    /// process with SIGBUS instead of returning an error. Set false to read with `pread`.
+    pub map_segments: bool,
 }
 
 impl Default for Options {
@@ -42,6 +46,7 @@ impl Default for Options {
             event_size_max: EVENT_SIZE_MAX_DEFAULT,
             queue_depth: 4096,
             index_checkpoint_interval: Duration::from_secs(1),
+            map_segments: true,
         }
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
 use crate::event::{
-    AppendResult, Direction, EventBuilder, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
+    AppendResult, Direction, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
 };
 use crate::heads::StreamHeads;
 use crate::limits::{
@@ -199,7 +199,9 @@ impl Inner {
                 let Some(e) = b.events.get(i) else {
                     break;
                 };
-                return Ok(EventBuilder::default().build(e, &payload, b.stream, version, position));
+                return RecordedEvent::from_view(
+                    e, &payload, f.location, b.stream, version, position,
+                );
             }
             pos += n;
         }
@@ -345,7 +347,6 @@ impl Inner {
             return Ok(out);
         }
         let mut next = from_version;
-        let mut builder = EventBuilder::default();
         loop {
             let batches = self.stream_batches(stream, next, direction, 64)?;
             if batches.is_empty() {
@@ -371,9 +372,16 @@ impl Inner {
                         LogError::Payload("index points at a frame without the stream".into()),
                     ));
                 };
-                let mut build = |i: usize, e| {
+                let build = |i: usize, e| {
                     let version = sb.first_version + i as u64;
-                    builder.build(e, &payload, stream, version, pos + i as u64)
+                    RecordedEvent::from_view(
+                        e,
+                        &payload,
+                        b.location,
+                        sb.stream,
+                        version,
+                        pos + i as u64,
+                    )
                 };
                 match direction {
                     Direction::Forwards => {
@@ -382,7 +390,7 @@ impl Inner {
                             if version >= next {
                                 next = version + 1;
                                 progressed = true;
-                                out.push(build(i, e));
+                                out.push(build(i, e)?);
                                 if out.len() >= max_count {
                                     return Ok(out);
                                 }
@@ -394,7 +402,7 @@ impl Inner {
                             let version = sb.first_version + i as u64;
                             if version <= next {
                                 progressed = true;
-                                out.push(build(i, e));
+                                out.push(build(i, e)?);
                                 if out.len() >= max_count || version == 0 {
                                     return Ok(out);
                                 }
@@ -436,7 +444,6 @@ impl Inner {
                     return Ok(out);
                 }
                 let mut pos = from_position.min(end - 1);
-                let mut builder = EventBuilder::default();
                 while let Some(f) = self.frame_at(pos)? {
                     let (first, count, payload) = self.read_frame(f.location)?;
                     let p = decode_view(&payload, count, f.location)?;
@@ -448,13 +455,14 @@ impl Inner {
                                 && filter.passes_stream(b.stream)
                                 && filter.passes_type(e.event_type)
                             {
-                                evs.push(builder.build(
+                                evs.push(RecordedEvent::from_view(
                                     e,
                                     &payload,
+                                    f.location,
                                     b.stream,
                                     b.first_version + i as u64,
                                     at,
-                                ));
+                                )?);
                             }
                             at += 1;
                         }
@@ -492,7 +500,6 @@ impl Inner {
         };
         let mut scanner = self.reader.scan_from(f.location.segment, f.location.offset);
         let mut next = from_position;
-        let mut builder = EventBuilder::default();
         while let Some((loc, h, payload)) = scanner.next_frame()? {
             if h.first_position >= end {
                 break;
@@ -505,13 +512,14 @@ impl Inner {
                     if at >= next {
                         next = at + 1;
                         if pass_stream && filter.passes_type(e.event_type) {
-                            let ev = builder.build(
+                            let ev = RecordedEvent::from_view(
                                 e,
                                 &payload,
+                                loc,
                                 b.stream,
                                 b.first_version + i as u64,
                                 at,
-                            );
+                            )?;
                             if !visit(ev) {
                                 return Ok(next);
                             }
@@ -530,7 +538,7 @@ fn decode_view(payload: &[u8], event_count: u32, loc: FrameLocation) -> Result<F
     FrameView::decode(payload, event_count).map_err(|e| corrupted_payload(loc, e))
 }
 
-fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
+pub(crate) fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
     StoreError::Log(LogError::Corrupted {
         segment: orchestrix_log::segment::file_name(loc.segment),
         offset: loc.offset,
@@ -828,6 +836,7 @@ impl Store {
         let log_dir = dir.join(LOG_DIR);
         let config = LogConfig {
             segment_size_bytes_max: options.segment_size_bytes_max,
+            map_segments: options.map_segments,
         };
         // Event ids: one file per sealed segment (rebuilt if missing), the active segment's in
         // the writer's memory. Replaying the log fills in what is missing on the way.

@@ -433,7 +433,7 @@ impl Writer {
             )));
         }
         Ok(Some(Placement {
-            stream: e.stream.to_string(),
+            stream: e.stream().to_string(),
             version: e.version,
             position,
         }))

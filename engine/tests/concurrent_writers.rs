@@ -88,12 +88,12 @@ fn one_winner_per_version() {
         assert_eq!(events.len() as u64, total);
         assert!(events
             .iter()
-            .all(|e| &*e.stream == STREAM && e.version == e.position));
+            .all(|e| e.stream() == STREAM && e.version == e.position));
         for (i, e) in events.iter().enumerate() {
             assert_eq!(e.version, i as u64, "version gap");
             let (t, pos, id) = by_version[&e.version];
             assert_eq!((e.id, e.position), (id, pos), "version {i}");
-            assert_eq!(e.data, format!("{t}").into_bytes());
+            assert_eq!(e.data(), format!("{t}").as_bytes());
         }
         // ... then the same through the stream index, in one call and backwards.
         let by_stream = store

@@ -318,7 +318,7 @@ fn round(size_kib: u64, seed: u64) -> Option<RoundReport> {
     for a in &acked {
         let e = &all[a.position as usize];
         assert_eq!(
-            (&*e.stream, e.version, e.id, &e.data[..]),
+            (e.stream(), e.version, e.id, e.data()),
             (a.stream.as_str(), a.version, a.id, &a.data[..]),
             "{size_kib} KiB: acknowledged event at position {} differs",
             a.position

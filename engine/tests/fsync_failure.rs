@@ -97,8 +97,8 @@ fn check_after_reopen(dir: &Path, out: &Outcome, what: &str) {
     let mut heads: HashMap<String, u64> = HashMap::new();
     for (i, e) in all.iter().enumerate() {
         assert_eq!(e.position, i as u64, "{what}: position gap");
-        let next = heads.entry(e.stream.to_string()).or_insert(0);
-        assert_eq!(e.version, *next, "{what}: version gap in {}", e.stream);
+        let next = heads.entry(e.stream().to_string()).or_insert(0);
+        assert_eq!(e.version, *next, "{what}: version gap in {}", e.stream());
         *next += 1;
         assert!(
             out.attempted.contains_key(&e.id),
@@ -112,7 +112,7 @@ fn check_after_reopen(dir: &Path, out: &Outcome, what: &str) {
             .get(*pos as usize)
             .unwrap_or_else(|| panic!("{what}: acknowledged position {pos} lost"));
         assert_eq!(
-            (&*e.stream, e.version, e.id),
+            (e.stream(), e.version, e.id),
             (s.as_str(), *v, *id),
             "{what}: at {pos}"
         );

@@ -209,9 +209,9 @@ fn damage_and_check(mode: &str) {
         );
         // An idempotent repeat of an old event is still recognised through the rebuilt index.
         let old = &before.all[3];
-        let repeat = EventData::new(&*old.event_type, old.data.to_vec()).with_id(old.id);
+        let repeat = EventData::new(old.event_type(), old.data().to_vec()).with_id(old.id);
         let r = store
-            .append(&old.stream, ExpectedVersion::Any, vec![repeat])
+            .append(old.stream(), ExpectedVersion::Any, vec![repeat])
             .unwrap_or_else(|e| panic!("{mode}: repeat of an old event: {e}"));
         assert!(r.already_stored, "{mode}: old id not found after rebuild");
         assert_eq!(r.first_position, old.position, "{mode}");

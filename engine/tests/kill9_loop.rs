@@ -160,11 +160,13 @@ fn check(dir: &Path, acked: &HashMap<u64, Ack>, iteration: u32) {
     let mut heads: HashMap<&str, u64> = HashMap::new();
     for (i, e) in all.iter().enumerate() {
         assert_eq!(e.position, i as u64, "iteration {iteration}: position gap");
-        let next = heads.entry(&*e.stream).or_insert(0);
+        let next = heads.entry(e.stream()).or_insert(0);
         assert_eq!(
-            e.version, *next,
+            e.version,
+            *next,
             "iteration {iteration}: version gap in {} at position {}",
-            e.stream, e.position
+            e.stream(),
+            e.position
         );
         *next += 1;
     }
@@ -173,7 +175,7 @@ fn check(dir: &Path, acked: &HashMap<u64, Ack>, iteration: u32) {
             panic!("iteration {iteration}: acknowledged position {pos} ({a:?}) lost; end {end}")
         });
         assert_eq!(
-            (&*e.stream, e.version, e.id),
+            (e.stream(), e.version, e.id),
             (a.stream.as_str(), a.version, a.id),
             "iteration {iteration}: acknowledged event at {pos} differs"
         );

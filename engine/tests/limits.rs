@@ -86,7 +86,7 @@ fn event_size_boundaries() {
     assert_eq!(store.committed_position(), before);
     let back = store.read_stream("s", 0, Direction::Forwards, 10).unwrap();
     assert_eq!(back.len(), 2);
-    assert_eq!(back[1].data.len() as u64, MAX - overhead);
+    assert_eq!(back[1].data().len() as u64, MAX - overhead);
     store.close().unwrap();
     drop(store);
     let store = Store::open_with(dir.path(), options()).unwrap();

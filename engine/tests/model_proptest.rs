@@ -209,10 +209,10 @@ fn rows(v: Vec<orchestrix::RecordedEvent>) -> Vec<Row> {
         .map(|e| {
             (
                 e.position,
-                e.stream.to_string(),
+                e.stream().to_string(),
                 e.version,
                 e.id,
-                e.event_type.to_string(),
+                e.event_type().to_string(),
             )
         })
         .collect()

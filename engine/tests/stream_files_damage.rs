@@ -42,7 +42,7 @@ fn check_reads(s: &Store) {
             .collect();
         let data = |evs: Vec<orchestrix::RecordedEvent>| -> Vec<String> {
             evs.iter()
-                .map(|e| String::from_utf8(e.data.to_vec()).unwrap())
+                .map(|e| String::from_utf8(e.data().to_vec()).unwrap())
                 .collect()
         };
         let fwd = s

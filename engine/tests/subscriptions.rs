@@ -54,14 +54,14 @@ fn blocking_subscription_catch_up_then_live() {
             .unwrap()
             .expect("event in time");
         assert_eq!(e.position, 2 * k);
-        assert_eq!(&*e.event_type, "Even");
+        assert_eq!(e.event_type(), "Even");
     }
     for v in 0..300u64 {
         let e = s1
             .next_timeout(Duration::from_secs(10))
             .unwrap()
             .expect("event in time");
-        assert_eq!((&*e.stream, e.version), ("s-1", v));
+        assert_eq!((e.stream(), e.version), ("s-1", v));
     }
     writer.join().unwrap();
     assert!(all

@@ -17,6 +17,7 @@ use orchestrix_log::{open, segment, LogConfig};
 fn config() -> LogConfig {
     LogConfig {
         segment_size_bytes_max: 4096,
+        ..LogConfig::default()
     }
 }
 

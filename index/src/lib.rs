@@ -9,7 +9,8 @@
 //!   entry count, CRC): one row per chunk of a sealed segment's stream index file (see
 //!   [`streams`]; at most [`streams::CHUNK_ENTRIES_MAX`] batches of one stream per row). The
 //!   active segment's batches are not here: the engine holds them in memory until the segment
-//!   is sealed and its file written, so an append costs no row of its own.
+//!   is sealed and its file written, so an append costs no row of its own. Lookups go
+//!   through a bounded in-memory cache of whole chunk lists (`chunk_cache`).
 //! - `stream_segments`: segment -> number of chunks: the sealed segments whose chunks are in
 //!   `stream_chunks` (a segment missing here after a crash is registered again from its file).
 //! - `streams`: stream -> (stream number, last version): the stream heads, restored on open;
@@ -34,6 +35,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+mod chunk_cache;
 pub mod ids;
 pub mod streams;
 
@@ -159,6 +161,7 @@ pub struct BatchEntry {
 pub struct Index {
     db: Database,
     sparse: Mutex<SparseState>,
+    chunks: chunk_cache::ChunkCache,
 }
 
 impl Index {
@@ -202,6 +205,7 @@ impl Index {
         Ok(Index {
             db,
             sparse: Mutex::new(SparseState::default()),
+            chunks: chunk_cache::ChunkCache::default(),
         })
     }
 
@@ -377,7 +381,9 @@ impl Index {
             let mut t = txn.open_table(STREAM_SEGMENTS).map_err(db_err)?;
             t.insert(segment, rows.len() as u64).map_err(db_err)?;
         }
-        txn.commit().map_err(db_err)
+        let r = txn.commit().map_err(db_err);
+        self.chunks.invalidate();
+        r
     }
 
     /// Sealed segments whose stream chunks are registered.
@@ -400,6 +406,10 @@ impl Index {
         backwards: bool,
         limit: usize,
     ) -> Result<Vec<ChunkRow>> {
+        let generation = match self.chunks.get(stream) {
+            Ok(all) => return Ok(chunk_cache::select(&all, from_version, backwards, limit)),
+            Err(generation) => generation,
+        };
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(STREAM_CHUNKS).map_err(db_err)?;
         let conv = |k: (u64, u64), v: ChunkValue| ChunkRow {
@@ -411,6 +421,20 @@ impl Index {
             count: v.3,
             crc: v.4,
         };
+        // Most streams have few chunks: read them all, and keep them for the next read.
+        let mut all = Vec::new();
+        for item in t.range((stream, 0)..=(stream, u64::MAX)).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            all.push(conv(k.value(), v.value()));
+            if all.len() > chunk_cache::STREAM_CHUNKS_CACHED_MAX {
+                break;
+            }
+        }
+        if all.len() <= chunk_cache::STREAM_CHUNKS_CACHED_MAX {
+            let all: std::sync::Arc<[ChunkRow]> = all.into();
+            self.chunks.insert(stream, generation, all.clone());
+            return Ok(chunk_cache::select(&all, from_version, backwards, limit));
+        }
         let mut out = Vec::new();
         if backwards {
             for item in t

@@ -54,6 +54,18 @@ impl FrameCursor {
         }
     }
 
+    /// A cursor reading from `map`, a memory map of `file` from its start, for as far as the
+    /// map reaches (then from the file).
+    pub fn over_map(map: Bytes, file: Arc<dyn VFile>, offset: u64, end: u64) -> Self {
+        FrameCursor {
+            file,
+            offset,
+            end,
+            buf: map,
+            buf_offset: 0,
+        }
+    }
+
     /// The offset of the next frame.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -85,8 +97,10 @@ impl FrameCursor {
                 b
             }
             Err(shared) => {
+                // Keep at most what the new buffer is for (the old one may be a whole map).
+                let kept = shared.get(keep_from..).unwrap_or(&[]);
                 let mut b = BytesMut::with_capacity(target);
-                b.extend_from_slice(shared.get(keep_from..).unwrap_or(&[]));
+                b.extend_from_slice(kept.get(..target.min(kept.len())).unwrap_or(&[]));
                 b
             }
         };
@@ -163,5 +177,59 @@ impl FrameCursor {
             }
             Err(defect) => Ok(CursorItem::Defect { offset, defect }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::encode_frame;
+    use crate::fs::{StdFs, Vfs};
+
+    fn frames(cursor: &mut FrameCursor) -> Vec<(u64, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            match cursor.next_item().expect("read") {
+                CursorItem::Frame {
+                    offset,
+                    header,
+                    payload,
+                } => out.push((offset, header.first_position, payload.to_vec())),
+                CursorItem::End => return out,
+                CursorItem::Defect { offset, defect } => panic!("defect at {offset}: {defect}"),
+            }
+        }
+    }
+
+    /// A map that ends before the cursor's end (a segment that outgrew it) is read as far as
+    /// it reaches, then the rest from the file, frame for frame the same as reading it all.
+    #[test]
+    fn a_cursor_over_a_short_map_reads_the_rest_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StdFs.create(&dir.path().join("f")).expect("create");
+        let mut bytes = Vec::new();
+        for i in 0..200u64 {
+            let payload = vec![i as u8; 100 + (i as usize * 37) % 3000];
+            bytes.extend(encode_frame(i, i, 1, &payload).expect("frame"));
+        }
+        file.write_all_at(&bytes, 0).expect("write");
+        let end = bytes.len() as u64;
+        let expected = frames(&mut FrameCursor::new(file.clone(), 0, end));
+        assert_eq!(expected.len(), 200);
+        for map_len in [1, 4096, end / 3, end - 1, end] {
+            let map = file.map(map_len).expect("map").expect("StdFs maps");
+            let got = frames(&mut FrameCursor::over_map(map, file.clone(), 0, end));
+            assert_eq!(got, expected, "map of {map_len} bytes");
+        }
+        // A cursor whose end moves past its map later (a growing segment).
+        // (Ends move from frame boundary to frame boundary, as commits publish them.)
+        let map = file.map(end / 2).expect("map").expect("StdFs maps");
+        let first_end = expected[expected.len() / 4].0;
+        let mut c = FrameCursor::over_map(map, file.clone(), 0, first_end);
+        let mut got = frames(&mut c);
+        assert_eq!(got.len(), expected.len() / 4);
+        c.set_end(end);
+        got.extend(frames(&mut c));
+        assert_eq!(got, expected);
     }
 }

@@ -10,6 +10,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 /// One open file. Offsets are absolute; there is no cursor, so a file can be shared
 /// between a writer and many readers.
 #[allow(clippy::len_without_is_empty)]
@@ -24,6 +26,15 @@ pub trait VFile: Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
     /// The file's current length.
     fn len(&self) -> io::Result<u64>;
+
+    /// A read-only shared memory map of the file's first `len` bytes (`len` may reach past
+    /// the end of the file: the caller promises to touch only bytes the file holds, since a
+    /// page past its end raises SIGBUS). `Ok(None)` where this file cannot be mapped (the
+    /// fault-injecting test files): callers then read with [`VFile::read_at`].
+    fn map(&self, len: u64) -> io::Result<Option<Bytes>> {
+        let _ = len;
+        Ok(None)
+    }
 
     /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` otherwise.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
@@ -83,6 +94,19 @@ impl VFile for StdFile {
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn map(&self, len: u64) -> io::Result<Option<Bytes>> {
+        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        if len == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the map is read-only and shared. What it shows can change under it only
+        // where the file is written; the log's readers slice it only below the committed end,
+        // whose bytes the writer never rewrites, and never past the file's end (the log
+        // truncates a segment only during recovery, before it is mapped, and at a roll, to
+        // its written end, which no reader passes).
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.0)? };
+        Ok(Some(Bytes::from_owner(map)))
     }
 }
 

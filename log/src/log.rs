@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 
@@ -27,12 +27,17 @@ pub struct LogConfig {
     /// A segment rolls before a frame would take it past this size (a single larger frame
     /// gets a segment of its own).
     pub segment_size_bytes_max: u64,
+    /// Readers read segments through read-only memory maps (no system call and no copy per
+    /// read) instead of `pread`. A disk read error then reaches the reading thread as SIGBUS
+    /// rather than as an error; see `docs/architecture.md`.
+    pub map_segments: bool,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             segment_size_bytes_max: SEGMENT_SIZE_DEFAULT,
+            map_segments: true,
         }
     }
 }
@@ -82,6 +87,44 @@ struct SegmentHandle {
     /// Bytes readers may read: the committed end for the active segment, the final size of a
     /// sealed one.
     end: AtomicU64,
+    /// The read-only map readers use, made by the first read that needs it (after recovery
+    /// is done with the file); `None` when maps are off or the file cannot be mapped.
+    map: OnceLock<Option<Bytes>>,
+}
+
+impl SegmentHandle {
+    fn new(first_position: u64, name: String, file: Arc<dyn VFile>, end: u64) -> Self {
+        SegmentHandle {
+            first_position,
+            name,
+            file,
+            end: AtomicU64::new(end),
+            map: OnceLock::new(),
+        }
+    }
+
+    /// The segment's map, made on first use. It spans the segment's size limit (or its
+    /// current end, when a large frame took it past the limit): the active segment grows into
+    /// it, and readers touch only bytes below `end`, which the file always holds.
+    fn mapped(&self, shared: &Shared) -> Option<&Bytes> {
+        self.map
+            .get_or_init(|| {
+                if !shared.map_segments {
+                    return None;
+                }
+                let len = shared
+                    .segment_size_bytes_max
+                    .max(self.end.load(Ordering::Acquire));
+                match self.file.map(len) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(segment = %self.name, error = %e, "cannot map segment; reading it with pread");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
 }
 
 struct Shared {
@@ -90,6 +133,10 @@ struct Shared {
     segments: RwLock<Vec<Arc<SegmentHandle>>>,
     /// Position after the last committed (readable) event.
     committed_position: AtomicU64,
+    /// Whether readers map segments ([`LogConfig::map_segments`]).
+    map_segments: bool,
+    /// [`LogConfig::segment_size_bytes_max`].
+    segment_size_bytes_max: u64,
 }
 
 impl Shared {
@@ -186,6 +233,8 @@ pub fn open(
         dir: dir.to_path_buf(),
         segments: RwLock::new(Vec::new()),
         committed_position: AtomicU64::new(0),
+        map_segments: config.map_segments,
+        segment_size_bytes_max: config.segment_size_bytes_max,
     });
     let mut report = RecoveryReport::default();
     let firsts = segment::list(vfs.as_ref(), dir)?;
@@ -252,12 +301,7 @@ pub fn open(
                 torn_last_header = true;
             }
         }
-        handles.push(Arc::new(SegmentHandle {
-            first_position: first,
-            name,
-            file,
-            end: AtomicU64::new(len),
-        }));
+        handles.push(Arc::new(SegmentHandle::new(first, name, file, len)));
     }
 
     // Where to start scanning.
@@ -468,12 +512,12 @@ fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHan
         .vfs
         .sync_dir(&shared.dir)
         .map_err(|e| LogError::io(&shared.dir, e))?;
-    Ok(Arc::new(SegmentHandle {
+    Ok(Arc::new(SegmentHandle::new(
         first_position,
         name,
         file,
-        end: AtomicU64::new(SEGMENT_HEADER_SIZE as u64),
-    }))
+        SEGMENT_HEADER_SIZE as u64,
+    )))
 }
 
 /// The end of the data in `file` between `from` and `end`: the offset after its last nonzero
@@ -862,14 +906,19 @@ impl LogReader {
                 "frame location outside the segment",
             ));
         }
-        let mut bytes = vec![0u8; loc.len as usize];
-        seg.file
-            .read_exact_at(&mut bytes, loc.offset)
-            .map_err(|e| LogError::io(self.shared.dir.join(&seg.name), e))?;
-        match decode_frame(&bytes) {
-            Ok((h, _)) if h.frame_len() == loc.len => {
-                Ok((h, Bytes::from(bytes).slice(FRAME_HEADER_SIZE..)))
+        let (start, end) = (loc.offset as usize, (loc.offset + loc.len) as usize);
+        let bytes = match seg.mapped(&self.shared) {
+            Some(map) if end <= map.len() => map.slice(start..end),
+            _ => {
+                let mut bytes = vec![0u8; loc.len as usize];
+                seg.file
+                    .read_exact_at(&mut bytes, loc.offset)
+                    .map_err(|e| LogError::io(self.shared.dir.join(&seg.name), e))?;
+                Bytes::from(bytes)
             }
+        };
+        match decode_frame(&bytes) {
+            Ok((h, _)) if h.frame_len() == loc.len => Ok((h, bytes.slice(FRAME_HEADER_SIZE..))),
             Ok(_) => Err(corrupted(
                 &seg.name,
                 loc.offset,
@@ -919,7 +968,12 @@ impl LogScanner {
                     return false;
                 };
                 let end = seg.end.load(Ordering::Acquire);
-                let c = FrameCursor::new(seg.file.clone(), self.offset, end);
+                let c = match seg.mapped(&self.shared) {
+                    Some(map) => {
+                        FrameCursor::over_map(map.clone(), seg.file.clone(), self.offset, end)
+                    }
+                    None => FrameCursor::new(seg.file.clone(), self.offset, end),
+                };
                 self.cursor = Some((seg, c));
             }
             let Some((seg, cursor)) = self.cursor.as_mut() else {

@@ -195,6 +195,13 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Step<u64> {
+        // Most varints here (lengths, flags, small versions) are one byte.
+        if let Some((&b, rest)) = self.buf.split_first() {
+            if b < 0x80 {
+                self.buf = rest;
+                return Ok(u64::from(b));
+            }
+        }
         let mut out = 0u64;
         for i in 0..10 {
             let b = self.byte()?;

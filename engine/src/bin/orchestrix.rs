@@ -371,22 +371,22 @@ fn print_pages(
 
 fn event_json(e: &RecordedEvent) -> Value {
     let mut metadata = Map::new();
-    for (k, v) in &e.metadata {
-        metadata.insert(k.clone(), Value::String(v.clone()));
+    for (k, v) in e.metadata() {
+        metadata.insert(k.to_owned(), Value::String(v.to_owned()));
     }
     json!({
         "position": e.position,
-        "stream": &*e.stream,
+        "stream": e.stream(),
         "version": e.version,
         "id": e.id.to_string(),
-        "type": &*e.event_type,
-        "source": &*e.source,
-        "subject": e.subject.as_deref(),
+        "type": e.event_type(),
+        "source": e.source(),
+        "subject": e.subject(),
         "time": format_time(e.time_unix_nanos),
-        "datacontenttype": e.data_content_type.as_deref(),
-        "dataschema": e.data_schema.as_deref(),
-        "correlation_id": e.correlation_id.as_deref(),
-        "causation_id": e.causation_id.as_deref(),
+        "datacontenttype": e.data_content_type(),
+        "dataschema": e.data_schema(),
+        "correlation_id": e.correlation_id(),
+        "causation_id": e.causation_id(),
         "metadata": Value::Object(metadata),
         "data": data_json(e),
     })
@@ -395,13 +395,13 @@ fn event_json(e: &RecordedEvent) -> Value {
 /// JSON data inline when it is JSON and parses; else a string if UTF-8; else a byte array.
 fn data_json(e: &RecordedEvent) -> Value {
     if e.is_json() {
-        if let Ok(v) = serde_json::from_slice::<Value>(&e.data) {
+        if let Ok(v) = serde_json::from_slice::<Value>(e.data()) {
             return v;
         }
     }
-    match std::str::from_utf8(&e.data) {
+    match std::str::from_utf8(e.data()) {
         Ok(s) => Value::String(s.to_string()),
-        Err(_) => Value::Array(e.data.iter().map(|b| Value::from(*b)).collect()),
+        Err(_) => Value::Array(e.data().iter().map(|b| Value::from(*b)).collect()),
     }
 }
 

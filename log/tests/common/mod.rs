@@ -20,6 +20,7 @@ pub const SEGMENT_SIZE: u64 = 4096;
 pub fn config() -> LogConfig {
     LogConfig {
         segment_size_bytes_max: SEGMENT_SIZE,
+        ..LogConfig::default()
     }
 }
 

@@ -144,9 +144,9 @@ impl Backend for Orchestrix {
             let mut failed = None;
             store.scan_forwards(0, &ReadFilter::all(), &mut |e| match tally.see(
                 e.position,
-                &e.stream,
+                e.stream(),
                 e.version,
-                e.data.len(),
+                e.data().len(),
             ) {
                 Ok(()) => true,
                 Err(err) => {
@@ -209,7 +209,7 @@ impl Client for OrchestrixClient {
             .map(|e| ReadEvent {
                 position: e.position,
                 version: e.version,
-                data_len: e.data.len(),
+                data_len: e.data().len(),
             })
             .collect())
     }
