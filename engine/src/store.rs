@@ -353,6 +353,7 @@ impl Inner {
                 return Ok(out);
             }
             let mut progressed = false;
+            self.reader.prefetch(batches.iter().map(|b| b.location));
             for b in batches {
                 let (first_pos, count, payload) = self.read_frame(b.location)?;
                 let p = decode_view(&payload, count, b.location)?;

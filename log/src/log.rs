@@ -928,6 +928,27 @@ impl LogReader {
         }
     }
 
+    /// Touches the first byte of each mapped frame of `locs`, so that the misses of the
+    /// processor's caches (and of its TLB) for frames about to be read one after the other
+    /// overlap instead of coming one at a time. Does nothing for frames read with `pread`.
+    pub fn prefetch(&self, locs: impl Iterator<Item = FrameLocation>) {
+        let mut seg: Option<Arc<SegmentHandle>> = None;
+        let mut x = 0u8;
+        for loc in locs {
+            if seg.as_ref().is_none_or(|s| s.first_position != loc.segment) {
+                seg = self.shared.segment(loc.segment);
+            }
+            let Some(s) = seg.as_ref() else { continue };
+            if let Some(b) = s
+                .mapped(&self.shared)
+                .and_then(|m| m.get(loc.offset as usize))
+            {
+                x ^= *b;
+            }
+        }
+        std::hint::black_box(x);
+    }
+
     /// A scanner over the frames from `start` (a segment and an offset within it) onwards.
     pub fn scan_from(&self, segment: u64, offset: u64) -> LogScanner {
         LogScanner {
