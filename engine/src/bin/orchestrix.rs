@@ -60,7 +60,7 @@ enum SyncMode {
     Never,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct BenchArgs {
     /// Store directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
@@ -664,27 +664,23 @@ fn bench(a: BenchArgs) -> CliResult {
     };
     let store = Arc::new(Store::open_with(&dir, options)?);
 
-    let progress = Progress {
-        done: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    };
     let show_progress = std::io::stderr().is_terminal() && a.events > 0;
-    let failed = AtomicBool::new(false);
-    let payload_bytes = AtomicU64::new(0);
-    let pregenerated: Vec<Mutex<Option<Batches>>> = (0..a.writers)
-        .map(|w| Mutex::new(a.pregenerate.then(|| pregenerate(&a, w))))
-        .collect();
+    let ctx = Arc::new(BenchCtx {
+        pregenerated: (0..a.writers)
+            .map(|w| Mutex::new(a.pregenerate.then(|| pregenerate(&a, w))))
+            .collect(),
+        progress: Progress {
+            done: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        },
+        failed: AtomicBool::new(false),
+        payload_bytes: AtomicU64::new(0),
+        ack_log,
+    });
+    let progress = &ctx.progress;
     let started = Instant::now();
-    let ctx = BenchCtx {
-        pregenerated: &pregenerated,
-        progress: &progress,
-        failed: &failed,
-        payload_bytes: &payload_bytes,
-        ack_log: ack_log.as_ref(),
-    };
     let results = std::thread::scope(|s| {
         let drawer = show_progress.then(|| {
-            let progress = &progress;
             let total = a.events;
             s.spawn(move || {
                 while !progress.stop.load(Ordering::Relaxed) {
@@ -718,7 +714,7 @@ fn bench(a: BenchArgs) -> CliResult {
 
     let events = progress.done.load(Ordering::Relaxed);
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let bytes = payload_bytes.load(Ordering::Relaxed);
+    let bytes = ctx.payload_bytes.load(Ordering::Relaxed);
     let events_per_sec = events as f64 / secs;
     let mb_per_sec = bytes as f64 / secs / 1e6;
     let sync = match a.sync {
@@ -803,7 +799,7 @@ fn run_threads<'s, 'e>(
     store: &'s Store,
     a: &'s BenchArgs,
     streams: u64,
-    ctx: &'s BenchCtx<'s>,
+    ctx: &'s BenchCtx,
 ) -> Vec<CliResult<Histogram<u64>>> {
     let handles: Vec<_> = (0..a.writers)
         .map(|w| {
@@ -830,7 +826,7 @@ fn run_tasks(
     store: &Arc<Store>,
     a: &BenchArgs,
     streams: u64,
-    ctx: &BenchCtx<'_>,
+    ctx: &Arc<BenchCtx>,
 ) -> Vec<CliResult<Histogram<u64>>> {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -841,44 +837,29 @@ fn run_tasks(
         Err(e) => return vec![Err(msg(format!("starting tokio: {e}")))],
     };
     let store = orchestrix::AsyncStore::from(store.clone());
+    let a = Arc::new(a.clone());
     rt.block_on(async {
-        let tasks = (0..a.writers).map(|w| {
-            let store = store.clone();
-            async move {
-                let r = bench_task(store, a, w, streams, ctx).await;
-                if r.is_err() {
-                    ctx.failed.store(true, Ordering::Relaxed);
-                }
-                r
-            }
-        });
-        join_all(tasks.collect()).await
-    })
-}
-
-/// Polls futures concurrently on the current task until all are done (a tiny `join_all`:
-/// the tasks borrow the benchmark's state, so they cannot be spawned as 'static tasks).
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
+        let tasks: Vec<_> = (0..a.writers)
+            .map(|w| {
+                let (store, a, ctx) = (store.clone(), a.clone(), ctx.clone());
+                tokio::spawn(async move {
+                    let r = bench_task(store, &a, w, streams, &ctx).await;
+                    if r.is_err() {
+                        ctx.failed.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            results.push(
+                t.await
+                    .unwrap_or_else(|e| Err(msg(format!("a writer task failed: {e}")))),
+            );
         }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
+        results
     })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 /// A writer's appends' events with their payload bytes.
@@ -997,7 +978,7 @@ impl<'a> WriterPlan<'a> {
         p: &PlannedAppend,
         n: u64,
         r: &orchestrix::AppendResult,
-        ctx: &BenchCtx<'_>,
+        ctx: &BenchCtx,
     ) -> CliResult {
         let (first_version, last_version) = r
             .streams
@@ -1007,7 +988,7 @@ impl<'a> WriterPlan<'a> {
         if let Some(slot) = self.owned.get_mut(p.slot) {
             slot.1 = Some(last_version);
         }
-        if let Some(log) = ctx.ack_log {
+        if let Some(log) = &ctx.ack_log {
             let mut log = log.lock().map_err(|_| msg("ack log lock poisoned"))?;
             let mut line = String::new();
             for i in 0..n {
@@ -1030,16 +1011,16 @@ impl<'a> WriterPlan<'a> {
 }
 
 /// What all benchmark writers share.
-struct BenchCtx<'a> {
-    progress: &'a Progress,
-    failed: &'a AtomicBool,
-    payload_bytes: &'a AtomicU64,
-    ack_log: Option<&'a Mutex<BufWriter<File>>>,
+struct BenchCtx {
+    progress: Progress,
+    failed: AtomicBool,
+    payload_bytes: AtomicU64,
+    ack_log: Option<Mutex<BufWriter<File>>>,
     /// Per writer, its events built before the clock started (`--pregenerate`).
-    pregenerated: &'a [Mutex<Option<Batches>>],
+    pregenerated: Vec<Mutex<Option<Batches>>>,
 }
 
-impl BenchCtx<'_> {
+impl BenchCtx {
     fn take_pregenerated(&self, w: u64) -> Option<Batches> {
         self.pregenerated
             .get(w as usize)
@@ -1052,7 +1033,7 @@ fn bench_writer(
     a: &BenchArgs,
     w: u64,
     streams: u64,
-    ctx: &BenchCtx<'_>,
+    ctx: &BenchCtx,
 ) -> CliResult<Histogram<u64>> {
     let mut hist = new_hist()?;
     let mut plan = WriterPlan::new(store, a, w, streams, ctx.take_pregenerated(w))?;
@@ -1075,7 +1056,7 @@ async fn bench_task(
     a: &BenchArgs,
     w: u64,
     streams: u64,
-    ctx: &BenchCtx<'_>,
+    ctx: &BenchCtx,
 ) -> CliResult<Histogram<u64>> {
     let mut hist = new_hist()?;
     let mut plan = WriterPlan::new(store.store(), a, w, streams, ctx.take_pregenerated(w))?;
