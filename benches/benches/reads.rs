@@ -100,4 +100,26 @@ fn main() {
             n as f64 / secs
         );
     }
+    println!("{}", memory_line());
+}
+
+/// The process's resident memory from `/proc/self/status`: anonymous (heap) and file-backed
+/// (pages of mapped files: the segments read through their maps, redb's file), in MiB.
+fn memory_line() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or("?".into(), |kb| format!("{:.1}", kb as f64 / 1024.0))
+    };
+    format!(
+        "resident memory: {} MiB ({} MiB anonymous, {} MiB mapped files); peak {} MiB",
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("VmHWM:")
+    )
 }
