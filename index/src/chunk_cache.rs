@@ -13,7 +13,7 @@ use crate::streams::ChunkRow;
 
 /// Streams with more chunks than this are read from redb on every lookup.
 pub const STREAM_CHUNKS_CACHED_MAX: usize = 64;
-/// At most this many chunk rows are cached in all (about 40 bytes each).
+/// At most this many chunk rows are cached in all (48 bytes each: about 12 MiB).
 pub const CACHED_ROWS_MAX: usize = 256 * 1024;
 
 #[derive(Default)]
