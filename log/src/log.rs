@@ -939,6 +939,12 @@ impl LogReader {
                 seg = self.shared.segment(loc.segment);
             }
             let Some(s) = seg.as_ref() else { continue };
+            // Only bytes below the segment's readable end: the file holds those (a location
+            // from a damaged index could point past the end of the file, where a mapped read
+            // would raise SIGBUS; `read_frame` then rejects it).
+            if loc.offset >= s.end.load(Ordering::Acquire) {
+                continue;
+            }
             if let Some(b) = s
                 .mapped(&self.shared)
                 .and_then(|m| m.get(loc.offset as usize))
