@@ -88,8 +88,24 @@ struct SegmentHandle {
     /// sealed one.
     end: AtomicU64,
     /// The read-only map readers use, made by the first read that needs it (after recovery
-    /// is done with the file); `None` when maps are off or the file cannot be mapped.
-    map: OnceLock<Option<Bytes>>,
+    /// is done with the file); `None` when maps are off or the file cannot be mapped. It is
+    /// held as [`MAP_STRIPES`] buffers over the same map, each with a reference count of its
+    /// own: every event read holds a reference, and readers on different threads take
+    /// different buffers, so that they do not all update one count (one cache line bouncing
+    /// between cores) for every event.
+    map: OnceLock<Option<[Bytes; MAP_STRIPES]>>,
+}
+
+/// Buffers per segment map (see [`SegmentHandle::map`]).
+const MAP_STRIPES: usize = 8;
+
+/// This thread's map buffer: threads take them in turn.
+fn map_stripe() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static STRIPE: usize = (NEXT.fetch_add(1, Ordering::Relaxed) % MAP_STRIPES as u64) as usize;
+    }
+    STRIPE.with(|s| *s)
 }
 
 impl SegmentHandle {
@@ -116,7 +132,7 @@ impl SegmentHandle {
                     .segment_size_bytes_max
                     .max(self.end.load(Ordering::Acquire));
                 match self.file.map(len) {
-                    Ok(m) => m,
+                    Ok(m) => m.map(|m| std::array::from_fn(|_| Bytes::from_owner(m.clone()))),
                     Err(e) => {
                         tracing::warn!(segment = %self.name, error = %e, "cannot map segment; reading it with pread");
                         None
@@ -124,6 +140,7 @@ impl SegmentHandle {
                 }
             })
             .as_ref()
+            .map(|stripes| &stripes[map_stripe()])
     }
 }
 
