@@ -274,9 +274,7 @@ impl RecordedEvent {
             frame: frame.clone(),
         })
     }
-}
 
-impl RecordedEvent {
     fn bytes(&self, s: Span) -> Option<&[u8]> {
         if s.len == Span::ABSENT {
             return None;
@@ -340,6 +338,11 @@ impl RecordedEvent {
         let start = self.data.start as usize;
         self.frame.slice(start..start + self.data.len as usize)
     }
+    /// Whether the data is JSON by its content type.
+    pub fn is_json(&self) -> bool {
+        self.data_content_type()
+            .is_some_and(|c| c == "application/json" || c.ends_with("+json"))
+    }
 }
 
 impl PartialEq for RecordedEvent {
@@ -381,14 +384,6 @@ impl std::fmt::Debug for RecordedEvent {
             .field("metadata", &self.metadata().collect::<Vec<_>>())
             .field("data_len", &self.data.len)
             .finish()
-    }
-}
-
-impl RecordedEvent {
-    /// Whether the data is JSON by its content type.
-    pub fn is_json(&self) -> bool {
-        self.data_content_type()
-            .is_some_and(|c| c == "application/json" || c.ends_with("+json"))
     }
 }
 

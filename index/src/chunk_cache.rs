@@ -1,8 +1,9 @@
 //! A bounded in-memory cache of the streams' chunk lists, in front of redb's `stream_chunks`
 //! table: a stream read then costs no database transaction.
 //!
-//! An entry holds every chunk of one stream (streams with more than
-//! [`STREAM_CHUNKS_CACHED_MAX`] chunks are not cached). Registering a segment's chunks changes
+//! An entry holds every chunk of one stream, or, for a stream with more than
+//! [`STREAM_CHUNKS_CACHED_MAX`] chunks, only that fact (its lookups then go to redb with the
+//! range they need, without first reading the start of its chunk list again). Registering a segment's chunks changes
 //! every stream it holds, so it empties the cache and moves its generation on; a lookup that
 //! started before that (and may have read the older rows) does not insert what it read.
 
@@ -16,11 +17,30 @@ pub const STREAM_CHUNKS_CACHED_MAX: usize = 64;
 /// At most this many chunk rows are cached in all (48 bytes each: about 12 MiB).
 pub const CACHED_ROWS_MAX: usize = 256 * 1024;
 
+/// What the cache knows of one stream.
+#[derive(Clone)]
+pub(crate) enum Chunks {
+    /// All its chunks, sorted.
+    All(Arc<[ChunkRow]>),
+    /// It has more than [`STREAM_CHUNKS_CACHED_MAX`] chunks.
+    Many,
+}
+
+impl Chunks {
+    /// The rows it takes from the cache's budget.
+    fn rows(&self) -> usize {
+        match self {
+            Chunks::All(rows) => rows.len(),
+            Chunks::Many => 1,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     generation: u64,
     rows: usize,
-    streams: HashMap<u64, Arc<[ChunkRow]>>,
+    streams: HashMap<u64, Chunks>,
 }
 
 /// See the module documentation.
@@ -34,8 +54,8 @@ impl ChunkCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached chunks of `stream`, or the generation to pass to [`ChunkCache::insert`].
-    pub(crate) fn get(&self, stream: u64) -> Result<Arc<[ChunkRow]>, u64> {
+    /// What is cached of `stream`, or the generation to pass to [`ChunkCache::insert`].
+    pub(crate) fn get(&self, stream: u64) -> Result<Chunks, u64> {
         let s = self.lock();
         match s.streams.get(&stream) {
             Some(rows) => Ok(rows.clone()),
@@ -43,27 +63,28 @@ impl ChunkCache {
         }
     }
 
-    /// Caches the chunks of `stream`, read in full after [`ChunkCache::get`] returned
-    /// `generation`, unless chunks were registered since.
-    pub(crate) fn insert(&self, stream: u64, generation: u64, rows: Arc<[ChunkRow]>) {
-        if rows.len() > STREAM_CHUNKS_CACHED_MAX {
-            return;
-        }
+    /// Caches the chunks of `stream` (all of them, or [`Chunks::Many`]), read after
+    /// [`ChunkCache::get`] returned `generation`, unless chunks were registered since.
+    pub(crate) fn insert(&self, stream: u64, generation: u64, chunks: Chunks) {
+        let chunks = match chunks {
+            Chunks::All(rows) if rows.len() > STREAM_CHUNKS_CACHED_MAX => Chunks::Many,
+            c => c,
+        };
         let mut s = self.lock();
         if s.generation != generation {
             return;
         }
-        while s.rows + rows.len() > CACHED_ROWS_MAX {
+        while s.rows + chunks.rows() > CACHED_ROWS_MAX {
             let Some(&victim) = s.streams.keys().next() else {
                 break;
             };
             if let Some(old) = s.streams.remove(&victim) {
-                s.rows -= old.len();
+                s.rows -= old.rows();
             }
         }
-        s.rows += rows.len();
-        if let Some(old) = s.streams.insert(stream, rows) {
-            s.rows -= old.len();
+        s.rows += chunks.rows();
+        if let Some(old) = s.streams.insert(stream, chunks) {
+            s.rows -= old.rows();
         }
     }
 
@@ -134,13 +155,13 @@ mod tests {
     #[test]
     fn a_lookup_older_than_a_registration_is_not_cached() {
         let c = ChunkCache::default();
-        let g = c.get(1).unwrap_err();
+        let g = c.get(1).err().expect("not cached yet");
         c.invalidate();
-        c.insert(1, g, Arc::from(vec![row(0, 1)]));
+        c.insert(1, g, Chunks::All(Arc::from(vec![row(0, 1)])));
         assert!(c.get(1).is_err());
-        let g = c.get(1).unwrap_err();
-        c.insert(1, g, Arc::from(vec![row(0, 1)]));
-        assert_eq!(c.get(1).map(|r| r.len()), Ok(1));
+        let g = c.get(1).err().expect("not cached");
+        c.insert(1, g, Chunks::All(Arc::from(vec![row(0, 1)])));
+        assert!(matches!(c.get(1), Ok(Chunks::All(r)) if r.len() == 1));
     }
 
     #[test]
@@ -149,21 +170,30 @@ mod tests {
         let rows: Arc<[ChunkRow]> = Arc::from(vec![row(0, 1); STREAM_CHUNKS_CACHED_MAX]);
         let streams = CACHED_ROWS_MAX / STREAM_CHUNKS_CACHED_MAX + 10;
         for s in 0..streams as u64 {
-            let g = c.get(s).unwrap_err();
-            c.insert(s, g, rows.clone());
+            let g = c.get(s).err().expect("not cached");
+            c.insert(s, g, Chunks::All(rows.clone()));
         }
         let st = c.lock();
         assert!(st.rows <= CACHED_ROWS_MAX);
-        assert_eq!(st.rows, st.streams.values().map(|r| r.len()).sum::<usize>());
+        assert_eq!(
+            st.rows,
+            st.streams.values().map(Chunks::rows).sum::<usize>()
+        );
         assert_eq!(st.streams.len(), CACHED_ROWS_MAX / STREAM_CHUNKS_CACHED_MAX);
-        // A stream with too many chunks is not cached.
+        // A stream with too many chunks is not cached as rows, only as having many.
         drop(st);
-        let g = c.get(u64::MAX).unwrap_err();
+        let g = c.get(u64::MAX).err().expect("not cached");
         c.insert(
             u64::MAX,
             g,
-            Arc::from(vec![row(0, 1); STREAM_CHUNKS_CACHED_MAX + 1]),
+            Chunks::All(Arc::from(vec![row(0, 1); STREAM_CHUNKS_CACHED_MAX + 1])),
         );
-        assert!(c.get(u64::MAX).is_err());
+        assert!(matches!(c.get(u64::MAX), Ok(Chunks::Many)));
+        let st = c.lock();
+        assert!(st.rows <= CACHED_ROWS_MAX);
+        assert_eq!(
+            st.rows,
+            st.streams.values().map(Chunks::rows).sum::<usize>()
+        );
     }
 }

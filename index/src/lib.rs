@@ -406,9 +406,13 @@ impl Index {
         backwards: bool,
         limit: usize,
     ) -> Result<Vec<ChunkRow>> {
+        use chunk_cache::Chunks;
         let generation = match self.chunks.get(stream) {
-            Ok(all) => return Ok(chunk_cache::select(&all, from_version, backwards, limit)),
-            Err(generation) => generation,
+            Ok(Chunks::All(all)) => {
+                return Ok(chunk_cache::select(&all, from_version, backwards, limit))
+            }
+            Ok(Chunks::Many) => None,
+            Err(generation) => Some(generation),
         };
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(STREAM_CHUNKS).map_err(db_err)?;
@@ -421,19 +425,24 @@ impl Index {
             count: v.3,
             crc: v.4,
         };
-        // Most streams have few chunks: read them all, and keep them for the next read.
-        let mut all = Vec::new();
-        for item in t.range((stream, 0)..=(stream, u64::MAX)).map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
-            all.push(conv(k.value(), v.value()));
-            if all.len() > chunk_cache::STREAM_CHUNKS_CACHED_MAX {
-                break;
+        // Most streams have few chunks: read them all, and keep them for the next read. (A
+        // stream known to have many goes straight to the range it needs.)
+        if let Some(generation) = generation {
+            let mut all = Vec::new();
+            for item in t.range((stream, 0)..=(stream, u64::MAX)).map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                all.push(conv(k.value(), v.value()));
+                if all.len() > chunk_cache::STREAM_CHUNKS_CACHED_MAX {
+                    break;
+                }
             }
-        }
-        if all.len() <= chunk_cache::STREAM_CHUNKS_CACHED_MAX {
+            let many = all.len() > chunk_cache::STREAM_CHUNKS_CACHED_MAX;
             let all: std::sync::Arc<[ChunkRow]> = all.into();
-            self.chunks.insert(stream, generation, all.clone());
-            return Ok(chunk_cache::select(&all, from_version, backwards, limit));
+            self.chunks
+                .insert(stream, generation, Chunks::All(all.clone()));
+            if !many {
+                return Ok(chunk_cache::select(&all, from_version, backwards, limit));
+            }
         }
         let mut out = Vec::new();
         if backwards {
@@ -638,5 +647,48 @@ mod tests {
             "one entry per 100 ms bucket"
         );
         assert_eq!(idx.first_frame_at_or_after_time(0).unwrap(), Some(0));
+    }
+
+    /// A stream with more chunks than the cache keeps: the first lookup finds that out, later
+    /// ones go to the range they need; both answer like a lookup of a short stream would.
+    #[test]
+    fn a_stream_with_many_chunks_is_looked_up_by_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index.redb")).unwrap();
+        let n = chunk_cache::STREAM_CHUNKS_CACHED_MAX as u64 + 6;
+        // Chunk k holds versions 2k and 2k + 1, in segment k.
+        for k in 0..n {
+            let row = ChunkRow {
+                stream_number: 3,
+                first_version: 2 * k,
+                last_version: 2 * k + 1,
+                segment: k,
+                entry_index: 0,
+                count: 2,
+                crc: 0,
+            };
+            idx.add_stream_chunks(k, &[row]).unwrap();
+        }
+        let firsts = |c: Vec<ChunkRow>| c.iter().map(|c| c.first_version).collect::<Vec<_>>();
+        for _ in 0..2 {
+            assert_eq!(
+                firsts(idx.stream_chunks(3, 0, false, 3).unwrap()),
+                vec![0, 2, 4]
+            );
+            assert_eq!(
+                firsts(idx.stream_chunks(3, 51, false, 2).unwrap()),
+                vec![50, 52]
+            );
+            assert_eq!(
+                firsts(idx.stream_chunks(3, 51, true, 3).unwrap()),
+                vec![50, 48, 46]
+            );
+            let last = 2 * (n - 1);
+            assert_eq!(
+                firsts(idx.stream_chunks(3, u64::MAX, true, 2).unwrap()),
+                vec![last, last - 2]
+            );
+            assert!(idx.stream_chunks(3, 2 * n, false, 5).unwrap().is_empty());
+        }
     }
 }
