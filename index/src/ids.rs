@@ -1,5 +1,5 @@
-//! The event-id index: one immutable file per sealed segment, with a bloom filter kept in
-//! memory, so that checking an id on the append path costs a few hash probes instead of a
+//! The event-id index: one immutable file per sealed segment, with a bloom filter read
+//! through a memory map, so that checking an id on the append path costs a few hash probes instead of a
 //! B-tree lookup, and indexing an event costs nothing until its segment is sealed.
 //!
 //! Ids of the active segment are held in memory by the writer; when a segment is sealed they
@@ -68,8 +68,38 @@ fn hashes(id: &[u8; 16]) -> (u64, u64) {
     (h1, h2)
 }
 
+/// Where a filter's words live: in memory while a file is being written, in a read-only
+/// map of the file once it is loaded, so that the filters of sealed segments are page cache
+/// (loaded by the kernel when probed, dropped by it under memory pressure) rather than memory
+/// of the process growing with every event stored.
+enum Words {
+    Owned(Vec<u64>),
+    Mapped(memmap2::Mmap),
+}
+
+impl Words {
+    fn len(&self) -> usize {
+        match self {
+            Words::Owned(w) => w.len(),
+            Words::Mapped(m) => m.len() / 8,
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<u64> {
+        match self {
+            Words::Owned(w) => w.get(i).copied(),
+            Words::Mapped(m) => {
+                let b = m.get(i * 8..i * 8 + 8)?;
+                let mut w = [0u8; 8];
+                w.copy_from_slice(b);
+                Some(u64::from_le_bytes(w))
+            }
+        }
+    }
+}
+
 struct Bloom {
-    words: Vec<u64>,
+    words: Words,
     k: u32,
 }
 
@@ -78,7 +108,7 @@ impl Bloom {
         let bits = (n as u64 * BLOOM_BITS_PER_ID).max(64);
         let words = bits.div_ceil(64) as usize;
         Bloom {
-            words: vec![0; words],
+            words: Words::Owned(vec![0; words]),
             k: BLOOM_HASHES,
         }
     }
@@ -94,9 +124,11 @@ impl Bloom {
 
     fn insert(&mut self, id: &[u8; 16]) {
         let probes: Vec<(usize, u64)> = self.bit_positions(id).collect();
-        for (w, m) in probes {
-            if let Some(word) = self.words.get_mut(w) {
-                *word |= m;
+        if let Words::Owned(words) = &mut self.words {
+            for (w, m) in probes {
+                if let Some(word) = words.get_mut(w) {
+                    *word |= m;
+                }
             }
         }
     }
@@ -104,6 +136,14 @@ impl Bloom {
     fn may_contain(&self, id: &[u8; 16]) -> bool {
         self.bit_positions(id)
             .all(|(w, m)| self.words.get(w).is_some_and(|word| word & m != 0))
+    }
+
+    /// The words as stored: little endian.
+    fn to_bytes(&self) -> Vec<u8> {
+        (0..self.words.len())
+            .filter_map(|i| self.words.get(i))
+            .flat_map(u64::to_le_bytes)
+            .collect()
     }
 }
 
@@ -182,7 +222,22 @@ impl SegmentIds {
 /// The id files of all sealed segments.
 pub struct IdIndex {
     dir: PathBuf,
-    sealed: RwLock<Vec<Arc<SegmentIds>>>,
+    sealed: RwLock<Sealed>,
+}
+
+/// The loaded id files, in segment order, and the largest id of any of them: an id above it
+/// (every new time-ordered id) is in none of them, whatever their number.
+struct Sealed {
+    files: Vec<Arc<SegmentIds>>,
+    max: Option<[u8; 16]>,
+}
+
+impl Sealed {
+    fn new(mut files: Vec<Arc<SegmentIds>>) -> Sealed {
+        files.sort_by_key(|s| s.segment);
+        let max = files.iter().filter(|s| s.count > 0).map(|s| s.max).max();
+        Sealed { files, max }
+    }
 }
 
 /// The file name of a segment's id file.
@@ -221,30 +276,37 @@ fn load(path: &Path) -> Result<SegmentIds> {
     let segment = u64_at(16);
     let count = u64_at(24);
     let words = u64_at(32);
-    if k == 0 || k > 32 || count > IDS_PER_SEGMENT_MAX || words > count.max(1) * BLOOM_BITS_PER_ID {
+    if k == 0
+        || k > 32
+        || count > IDS_PER_SEGMENT_MAX
+        || words == 0
+        || words > count.max(1) * BLOOM_BITS_PER_ID
+    {
         return Err(damaged("header field out of bounds"));
     }
     let expected_len = HEADER_SIZE as u64 + words * 8 + count * ENTRY_SIZE as u64;
     if len != expected_len {
         return Err(damaged("length disagrees with the header"));
     }
-    let mut bloom_bytes = vec![0u8; (words * 8) as usize];
-    file.read_exact_at(&mut bloom_bytes, HEADER_SIZE as u64)
-        .map_err(|e| io_err(path, e))?;
+    // The checksum is computed through a bounded buffer, not through the map, so that
+    // loading does not make the filter resident: only the words that lookups probe are.
+    let bloom_len = words * 8;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&h[..76]);
-    crc.update(&bloom_bytes);
+    let mut buf = vec![0u8; (bloom_len as usize).min(1 << 20)];
+    let mut done = 0u64;
+    while done < bloom_len {
+        let n = ((bloom_len - done) as usize).min(buf.len());
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        file.read_exact_at(chunk, HEADER_SIZE as u64 + done)
+            .map_err(|e| io_err(path, e))?;
+        crc.update(chunk);
+        done += n as u64;
+    }
     if crc.finalize() != u32_at(76) {
         return Err(damaged("header checksum mismatch"));
     }
-    let bloom_words = bloom_bytes
-        .chunks_exact(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            u64::from_le_bytes(b)
-        })
-        .collect();
+    let bloom_words = map_words(&file, bloom_len).map_err(|e| io_err(path, e))?;
     let mut min = [0u8; 16];
     let mut max = [0u8; 16];
     min.copy_from_slice(&h[40..56]);
@@ -264,6 +326,26 @@ fn load(path: &Path) -> Result<SegmentIds> {
             k,
         },
     })
+}
+
+/// Maps the filter of an id file (`len` bytes after the header) read-only.
+fn map_words(file: &File, len: u64) -> std::io::Result<Words> {
+    let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    if len == 0 {
+        return Ok(Words::Owned(Vec::new()));
+    }
+    // SAFETY: id files are immutable once renamed into place (written whole to a temporary
+    // name first) and this process never writes them again; the length was checked against
+    // the file's size above. What the map cannot guard against is another process truncating
+    // or rewriting the file while it is open: a probe of a page cut off would be SIGBUS, as
+    // for the segment maps (docs/architecture.md, "Reads").
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(HEADER_SIZE as u64)
+            .len(len)
+            .map(file)?
+    };
+    Ok(Words::Mapped(map))
 }
 
 impl IdIndex {
@@ -291,10 +373,9 @@ impl IdIndex {
                 }
             }
         }
-        sealed.sort_by_key(|s| s.segment);
         Ok(IdIndex {
             dir: dir.to_path_buf(),
-            sealed: RwLock::new(sealed),
+            sealed: RwLock::new(Sealed::new(sealed)),
         })
     }
 
@@ -302,6 +383,7 @@ impl IdIndex {
         self.sealed
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .files
             .clone()
     }
 
@@ -310,6 +392,7 @@ impl IdIndex {
         self.sealed
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .files
             .iter()
             .any(|s| s.segment == segment)
     }
@@ -322,21 +405,26 @@ impl IdIndex {
     /// Forgets (and deletes) the id files of segments not in `keep`.
     pub fn retain_segments(&self, keep: &[u64]) {
         let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
-        g.retain(|s| {
+        let mut files = std::mem::take(&mut g.files);
+        files.retain(|s| {
             let k = keep.contains(&s.segment);
             if !k {
                 let _ = std::fs::remove_file(&s.path);
             }
             k
         });
+        *g = Sealed::new(files);
     }
 
     /// The position of `id` in a sealed segment, if any.
     pub fn lookup(&self, id: &[u8; 16]) -> Result<Option<u64>> {
         let damaged = {
             let sealed = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+            if sealed.max.is_none_or(|max| id > &max) {
+                return Ok(None);
+            }
             let mut damaged = None;
-            for s in sealed.iter().rev() {
+            for s in sealed.files.iter().rev() {
                 match s.lookup(id) {
                     Ok(Some(p)) => return Ok(Some(p)),
                     Ok(None) => {}
@@ -389,7 +477,7 @@ impl IdIndex {
             h[56..72].copy_from_slice(&last.0);
         }
         h[72..76].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        let bloom_bytes: Vec<u8> = bloom.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let bloom_bytes = bloom.to_bytes();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&h[..76]);
         crc.update(&bloom_bytes);
@@ -406,9 +494,10 @@ impl IdIndex {
         std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
         let loaded = Arc::new(load(&path)?);
         let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
-        g.retain(|s| s.segment != segment);
-        g.push(loaded);
-        g.sort_by_key(|s| s.segment);
+        let mut files = std::mem::take(&mut g.files);
+        files.retain(|s| s.segment != segment);
+        files.push(loaded);
+        *g = Sealed::new(files);
         Ok(())
     }
 }
@@ -448,6 +537,11 @@ mod tests {
             }
         }
         assert!(false_hits < 300, "bloom false positives: {false_hits}");
+        // Loaded filters are read through maps of their files, not copied into memory.
+        assert!(idx
+            .sealed()
+            .iter()
+            .all(|s| matches!(s.bloom.words, Words::Mapped(_))));
         drop(idx);
         let idx = IdIndex::open(dir.path()).unwrap();
         assert_eq!(idx.segments(), vec![7, 100]);
@@ -469,5 +563,60 @@ mod tests {
         drop(idx);
         let idx = IdIndex::open(dir.path()).unwrap();
         assert!(idx.lookup(&id(9999)).is_err());
+        drop(idx);
+        // A header that declares entries but no filter words is refused, not divided by.
+        let p = dir.path().join(file_name(100));
+        idx_file_with_words(&p, 0);
+        let idx = IdIndex::open(dir.path()).unwrap();
+        assert!(!idx.has_segment(100));
+    }
+
+    #[test]
+    fn the_largest_id_bound_follows_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = IdIndex::open(dir.path()).unwrap();
+        let low = |n: u8| [n; 16];
+        let mut a = IdMap::default();
+        a.insert(low(1), 10);
+        a.insert(low(2), 11);
+        idx.write_segment(10, &a).unwrap();
+        let mut b = IdMap::default();
+        b.insert(low(9), 20);
+        idx.write_segment(20, &b).unwrap();
+        assert_eq!(idx.lookup(&low(9)).unwrap(), Some(20));
+        assert_eq!(idx.lookup(&low(2)).unwrap(), Some(11));
+        assert_eq!(idx.lookup(&low(10)).unwrap(), None);
+        // Without the file holding the largest id, the ids of the others are still found.
+        idx.retain_segments(&[10]);
+        assert_eq!(idx.lookup(&low(9)).unwrap(), None);
+        assert_eq!(idx.lookup(&low(1)).unwrap(), Some(10));
+        idx.retain_segments(&[]);
+        assert_eq!(idx.lookup(&low(1)).unwrap(), None);
+    }
+
+    /// Writes a one-entry id file at `path` whose header declares `words` filter words,
+    /// with valid checksums.
+    fn idx_file_with_words(path: &Path, words: u64) {
+        let mut h = [0u8; HEADER_SIZE];
+        h[..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[12..16].copy_from_slice(&BLOOM_HASHES.to_le_bytes());
+        h[16..24].copy_from_slice(&100u64.to_le_bytes());
+        h[24..32].copy_from_slice(&1u64.to_le_bytes());
+        h[32..40].copy_from_slice(&words.to_le_bytes());
+        h[40..56].copy_from_slice(&id(1));
+        h[56..72].copy_from_slice(&id(1));
+        let mut body = id(1).to_vec();
+        body.extend_from_slice(&100u64.to_le_bytes());
+        h[72..76].copy_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        let bloom = vec![0xffu8; words as usize * 8];
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&h[..76]);
+        crc.update(&bloom);
+        h[76..80].copy_from_slice(&crc.finalize().to_le_bytes());
+        let mut bytes = h.to_vec();
+        bytes.extend_from_slice(&bloom);
+        bytes.extend_from_slice(&body);
+        std::fs::write(path, bytes).unwrap();
     }
 }

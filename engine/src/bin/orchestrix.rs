@@ -606,6 +606,52 @@ struct Progress {
     stop: AtomicBool,
 }
 
+/// Resident memory of this process in KiB, from `/proc/self/status` (Linux): the anonymous
+/// part (heap, the store's own memory) and the pages of mapped files (page cache).
+#[derive(Clone, Copy, Default)]
+struct Resident {
+    anon_kib: u64,
+    file_kib: u64,
+}
+
+impl Resident {
+    fn now() -> Option<Resident> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        Some(Resident {
+            anon_kib: field("RssAnon:")?,
+            file_kib: field("RssFile:")?,
+        })
+    }
+}
+
+/// The largest resident memory seen by sampling every 100 ms while the appends run.
+#[derive(Default)]
+struct PeakMemory {
+    anon_kib: AtomicU64,
+    total_kib: AtomicU64,
+}
+
+impl PeakMemory {
+    fn sample(&self) {
+        if let Some(r) = Resident::now() {
+            self.anon_kib.fetch_max(r.anon_kib, Ordering::Relaxed);
+            self.total_kib
+                .fetch_max(r.anon_kib + r.file_kib, Ordering::Relaxed);
+        }
+    }
+
+    fn mib(v: &AtomicU64) -> f64 {
+        v.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
 fn draw_progress(done: u64, total: u64, started: Instant) {
     const WIDTH: u64 = 40;
     let filled = (done.saturating_mul(WIDTH) / total.max(1)).min(WIDTH);
@@ -678,18 +724,24 @@ fn bench(a: BenchArgs) -> CliResult {
         ack_log,
     });
     let progress = &ctx.progress;
+    let peak = PeakMemory::default();
+    let peak_ref = &peak;
     let started = Instant::now();
     let results = std::thread::scope(|s| {
-        let drawer = show_progress.then(|| {
+        let watcher = s.spawn(move || {
             let total = a.events;
-            s.spawn(move || {
-                while !progress.stop.load(Ordering::Relaxed) {
+            while !progress.stop.load(Ordering::Relaxed) {
+                peak_ref.sample();
+                if show_progress {
                     draw_progress(progress.done.load(Ordering::Relaxed), total, started);
-                    std::thread::sleep(Duration::from_millis(100));
                 }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak_ref.sample();
+            if show_progress {
                 draw_progress(progress.done.load(Ordering::Relaxed), total, started);
                 eprintln!();
-            })
+            }
         });
         let results = if a.tasks {
             run_tasks(&store, &a, streams, &ctx)
@@ -697,9 +749,7 @@ fn bench(a: BenchArgs) -> CliResult {
             run_threads(s, &store, &a, streams, &ctx)
         };
         progress.stop.store(true, Ordering::Relaxed);
-        if let Some(d) = drawer {
-            let _ = d.join();
-        }
+        let _ = watcher.join();
         results
     });
     let elapsed = started.elapsed();
@@ -750,6 +800,10 @@ fn bench(a: BenchArgs) -> CliResult {
                 "p50": us(fsync.value_at_quantile(0.5)),
                 "p99": us(fsync.value_at_quantile(0.99)),
             },
+            "peak_resident_mib": {
+                "anonymous": PeakMemory::mib(&peak.anon_kib),
+                "total": PeakMemory::mib(&peak.total_kib),
+            },
         });
         writeln!(out, "{v}")?;
     } else {
@@ -788,6 +842,12 @@ fn bench(a: BenchArgs) -> CliResult {
             us(fsync.value_at_quantile(0.5)),
             us(fsync.value_at_quantile(0.99)),
             fsync.len()
+        )?;
+        writeln!(
+            out,
+            "memory:      peak resident {:.1} MiB, of which anonymous {:.1} MiB (sampled every 100 ms)",
+            PeakMemory::mib(&peak.total_kib),
+            PeakMemory::mib(&peak.anon_kib)
         )?;
     }
     out.flush()?;
