@@ -61,21 +61,39 @@ pub struct EventData {
     pub data: Vec<u8>,
 }
 
-fn now_unix_nanos() -> i64 {
-    SystemTime::now()
+thread_local! {
+    /// Each thread's v7 context: ids made by one thread are strictly ordered, and threads do
+    /// not take turns on one lock for every id as with `Uuid::now_v7`'s shared context.
+    static V7_CONTEXT: uuid::timestamp::context::ContextV7 =
+        const { uuid::timestamp::context::ContextV7::new() };
+}
+
+/// A fresh v7 id and the time it carries (nanoseconds since the Unix epoch), from one read of
+/// the clock.
+fn new_id_and_time() -> (Uuid, i64) {
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or_default();
+    let id = V7_CONTEXT.with(|context| {
+        Uuid::new_v7(uuid::Timestamp::from_unix(
+            context,
+            now.as_secs(),
+            now.subsec_nanos(),
+        ))
+    });
+    (id, i64::try_from(now.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl EventData {
     /// An event with opaque data and no content type.
     pub fn new(event_type: impl Into<String>, data: Vec<u8>) -> Self {
+        let (id, time_unix_nanos) = new_id_and_time();
         EventData {
-            id: Uuid::now_v7(),
+            id,
             event_type: event_type.into(),
             source: "orchestrix".into(),
             subject: None,
-            time_unix_nanos: now_unix_nanos(),
+            time_unix_nanos,
             data_content_type: None,
             data_schema: None,
             correlation_id: None,
@@ -440,5 +458,41 @@ impl ReadFilter {
     }
     pub(crate) fn passes_type(&self, t: &str) -> bool {
         self.event_types.is_empty() || self.event_types.iter().any(|x| x == t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_are_v7_ordered_per_thread_and_carry_the_event_time() {
+        let events: Vec<EventData> = (0..10_000)
+            .map(|_| EventData::new("T", Vec::new()))
+            .collect();
+        for pair in events.windows(2) {
+            assert!(
+                pair[0].id < pair[1].id,
+                "ids of one thread are strictly ordered"
+            );
+        }
+        for e in &events {
+            assert_eq!(e.id.get_version_num(), 7);
+            let (secs, nanos) = e.id.get_timestamp().expect("v7 has a timestamp").to_unix();
+            let id_millis = i64::try_from(secs * 1000 + u64::from(nanos / 1_000_000)).unwrap();
+            // The id's millisecond is the event time's, or later if the counter overflowed.
+            assert!(id_millis >= e.time_unix_nanos / 1_000_000);
+            assert!(id_millis <= e.time_unix_nanos / 1_000_000 + 1000);
+        }
+        // Threads make distinct ids.
+        let other: Vec<Uuid> = std::thread::spawn(|| {
+            (0..10_000)
+                .map(|_| EventData::new("T", Vec::new()).id)
+                .collect()
+        })
+        .join()
+        .unwrap();
+        let mut all: std::collections::HashSet<Uuid> = events.iter().map(|e| e.id).collect();
+        assert!(other.into_iter().all(|id| all.insert(id)));
     }
 }

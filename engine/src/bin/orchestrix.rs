@@ -727,7 +727,7 @@ fn bench(a: BenchArgs) -> CliResult {
     let peak = PeakMemory::default();
     let peak_ref = &peak;
     let started = Instant::now();
-    let results = std::thread::scope(|s| {
+    let (results, elapsed) = std::thread::scope(|s| {
         let watcher = s.spawn(move || {
             let total = a.events;
             while !progress.stop.load(Ordering::Relaxed) {
@@ -735,7 +735,7 @@ fn bench(a: BenchArgs) -> CliResult {
                 if show_progress {
                     draw_progress(progress.done.load(Ordering::Relaxed), total, started);
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::park_timeout(Duration::from_millis(100));
             }
             peak_ref.sample();
             if show_progress {
@@ -748,11 +748,13 @@ fn bench(a: BenchArgs) -> CliResult {
         } else {
             run_threads(s, &store, &a, streams, &ctx)
         };
+        // The clock stops when the last append is acknowledged, not when the watcher ends.
+        let elapsed = started.elapsed();
         progress.stop.store(true, Ordering::Relaxed);
+        watcher.thread().unpark();
         let _ = watcher.join();
-        results
+        (results, elapsed)
     });
-    let elapsed = started.elapsed();
     let mut hist = new_hist()?;
     for r in results {
         hist.add(r?)
