@@ -1031,6 +1031,8 @@ impl Store {
             active_ids,
             sealing: Vec::new(),
             durability: options.durability,
+            drained: Vec::new(),
+            firsts: Vec::new(),
         };
         let mut threads = Vec::new();
         threads.push(

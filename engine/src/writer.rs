@@ -88,6 +88,10 @@ pub(crate) struct Writer {
     /// Ids of sealed segments whose id files are not written yet.
     pub sealing: Vec<(u64, Arc<IdMap>)>,
     pub durability: Durability,
+    /// Reused between groups: the requests drained from the queue.
+    pub drained: Vec<Request>,
+    /// Reused between appends: the first version each part will get.
+    pub firsts: Vec<u64>,
 }
 
 /// An append waiting for its group's commit: the reply channel, the result to send, and the
@@ -272,7 +276,8 @@ impl Writer {
             let Some(first) = self.rx.blocking_recv() else {
                 break;
             };
-            let mut group = vec![first];
+            let mut group = std::mem::take(&mut self.drained);
+            group.push(first);
             while group.len() < GROUP_REQUESTS_MAX && self.log.buffered_bytes() < GROUP_BYTES_MAX {
                 match self.rx.try_recv() {
                     Ok(r) => group.push(r),
@@ -284,19 +289,19 @@ impl Writer {
             }
             self.log
                 .note_durable(self.inner.durable_position.load(Ordering::Acquire));
-            let mut pending: Vec<Pending> = Vec::new();
-            let mut summaries = Vec::new();
+            let mut pending: Vec<Pending> = Vec::with_capacity(group.len());
+            let mut summaries = Vec::with_capacity(group.len());
             let group_first_position = self.log.next_position();
             let mut sealed_now: Vec<(u64, Arc<IdMap>)> = Vec::new();
             let mut tick = false;
             let mut refused: Vec<Refused> = Vec::new();
             let inner = self.inner.clone();
             self.sealing.retain(|(s, _)| !inner.ids.has_segment(*s));
-            for req in group {
+            for req in group.drain(..) {
                 match req {
-                    Request::Append { parts, reply } => {
+                    Request::Append { mut parts, reply } => {
                         match self.prepare(
-                            &parts,
+                            &mut parts,
                             &mut summaries,
                             group_first_position,
                             &mut sealed_now,
@@ -318,6 +323,7 @@ impl Writer {
                     Request::Tick => tick = true,
                 }
             }
+            self.drained = group;
             if pending.is_empty() && summaries.is_empty() && !tick && refused.is_empty() {
                 continue;
             }
@@ -441,7 +447,7 @@ impl Writer {
 
     fn prepare(
         &mut self,
-        parts: &[AppendPart],
+        parts: &mut [AppendPart],
         summaries: &mut Vec<FrameSummary>,
         group_first_position: u64,
         sealed_now: &mut Vec<(u64, Arc<IdMap>)>,
@@ -449,19 +455,28 @@ impl Writer {
         if self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
-        // Idempotency: look every id up.
-        let mut found: Vec<Option<Placement>> = Vec::new();
-        for p in parts {
+        // Idempotency: look every id up (the list of places is made only if one is found).
+        let mut found: Option<Vec<Option<Placement>>> = None;
+        let mut looked_up = 0;
+        for p in parts.iter() {
             for e in &p.events {
-                found.push(self.lookup_id(&e.id, summaries, group_first_position)?);
+                let place = self.lookup_id(&e.id, summaries, group_first_position)?;
+                if place.is_some() && found.is_none() {
+                    found = Some(vec![None; looked_up]);
+                }
+                if let Some(found) = &mut found {
+                    found.push(place);
+                }
+                looked_up += 1;
             }
         }
-        if found.iter().any(Option::is_some) {
+        if let Some(found) = found {
             return self.check_repeat(parts, &found);
         }
         // Expected versions against the heads.
-        let mut firsts = Vec::with_capacity(parts.len());
-        for p in parts {
+        let mut firsts = std::mem::take(&mut self.firsts);
+        firsts.clear();
+        for p in parts.iter() {
             let current = self.heads.get(&p.stream).map(|h| h.version);
             let ok = match p.expected {
                 ExpectedVersion::Any => true,
@@ -501,7 +516,7 @@ impl Writer {
         let mut min_time = i64::MAX;
         let mut position = first_position;
         let mut streams = Vec::with_capacity(parts.len());
-        for (p, &first_version) in parts.iter().zip(&firsts) {
+        for (p, &first_version) in parts.iter_mut().zip(&firsts) {
             let n = p.events.len() as u64;
             let head = self.heads.advance(&p.stream, first_version + n - 1);
             batches.push(BatchSummary {
@@ -518,9 +533,15 @@ impl Writer {
                 }
                 min_time = min_time.min(e.time_unix_nanos);
             }
-            streams.push((p.stream.clone(), first_version, first_version + n - 1));
+            // The caller gets its stream ids back in the result instead of copies.
+            streams.push((
+                std::mem::take(&mut p.stream),
+                first_version,
+                first_version + n - 1,
+            ));
             position += n;
         }
+        self.firsts = firsts;
         summaries.push(FrameSummary {
             location,
             first_position,
