@@ -1388,17 +1388,17 @@ pub(crate) fn validate_and_convert(
                 max: BATCH_EVENT_COUNT_MAX as u64,
             });
         }
-        let mut recs = Vec::with_capacity(events.len());
-        for e in events {
-            let r = e.into_record();
-            total_bytes += check_event(&r, event_size_max)?;
+        // Converted in place: the records reuse the events' allocation.
+        let recs: Vec<orchestrix_log::EventRecord> =
+            events.into_iter().map(EventData::into_record).collect();
+        for r in &recs {
+            total_bytes += check_event(r, event_size_max)?;
             if check_repeats && !seen_ids.insert(r.id) {
                 return Err(StoreError::InvalidInput(format!(
                     "event id {} appears twice in one append",
                     uuid::Uuid::from_bytes(r.id)
                 )));
             }
-            recs.push(r);
         }
         if total_bytes > BATCH_SIZE_MAX {
             return Err(StoreError::TooLarge {
