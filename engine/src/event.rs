@@ -253,6 +253,20 @@ impl RecordedEvent {
         version: u64,
         position: u64,
     ) -> crate::Result<RecordedEvent> {
+        Self::from_view_owning(e, frame.clone(), loc, stream, version, position)
+    }
+
+    /// [`RecordedEvent::from_view`] with a handle of its own on the frame, given rather than
+    /// cloned: `frame` must hold the bytes `e` and `stream` were decoded from (a clone of
+    /// the decoded handle does). [`RecordedEvent::into_frame`] gives it back.
+    pub(crate) fn from_view_owning(
+        e: &EventView<'_>,
+        frame: Bytes,
+        loc: FrameLocation,
+        stream: &str,
+        version: u64,
+        position: u64,
+    ) -> crate::Result<RecordedEvent> {
         Self::spans(e, frame, stream, version, position).ok_or_else(|| {
             crate::store::corrupted_payload(
                 loc,
@@ -261,14 +275,19 @@ impl RecordedEvent {
         })
     }
 
+    /// The handle on the frame this event was read from.
+    pub(crate) fn into_frame(self) -> Bytes {
+        self.frame
+    }
+
     fn spans(
         e: &EventView<'_>,
-        frame: &Bytes,
+        frame: Bytes,
         stream: &str,
         version: u64,
         position: u64,
     ) -> Option<RecordedEvent> {
-        let f: &[u8] = frame;
+        let f: &[u8] = &frame;
         let metadata = e
             .metadata
             .iter()
@@ -289,7 +308,7 @@ impl RecordedEvent {
             causation_id: Span::of_opt(f, e.causation_id)?,
             data: Span::of(f, e.data)?,
             metadata,
-            frame: frame.clone(),
+            frame,
         })
     }
 

@@ -435,7 +435,7 @@ impl Inner {
         match direction {
             Direction::Forwards => {
                 self.scan_forwards(from_position, filter, &mut |e| {
-                    out.push(e);
+                    out.push(e.clone());
                     out.len() < max_count
                 })?;
             }
@@ -490,7 +490,7 @@ impl Inner {
         &self,
         from_position: u64,
         filter: &ReadFilter,
-        visit: &mut dyn FnMut(RecordedEvent) -> bool,
+        visit: &mut dyn FnMut(&RecordedEvent) -> bool,
     ) -> Result<u64> {
         let end = self.committed_position();
         if from_position >= end {
@@ -506,6 +506,9 @@ impl Inner {
                 break;
             }
             let p = decode_view(&payload, h.event_count, loc)?;
+            // One handle on the frame, passed from each visited event to the next: events
+            // visited by reference cost no reference count each.
+            let mut handle = None;
             let mut at = h.first_position;
             for b in &p.batches {
                 let pass_stream = filter.passes_stream(b.stream);
@@ -513,15 +516,17 @@ impl Inner {
                     if at >= next {
                         next = at + 1;
                         if pass_stream && filter.passes_type(e.event_type) {
-                            let ev = RecordedEvent::from_view(
+                            let ev = RecordedEvent::from_view_owning(
                                 e,
-                                &payload,
+                                handle.take().unwrap_or_else(|| payload.clone()),
                                 loc,
                                 b.stream,
                                 b.first_version + i as u64,
                                 at,
                             )?;
-                            if !visit(ev) {
+                            let go_on = visit(&ev);
+                            handle = Some(ev.into_frame());
+                            if !go_on {
                                 return Ok(next);
                             }
                         }
@@ -1169,12 +1174,13 @@ impl Store {
     }
 
     /// Visits events in global order from `from_position` while `visit` returns true.
-    /// Returns the position after the last event examined.
+    /// Returns the position after the last event examined. Events are lent to `visit`:
+    /// clone one to keep it (cheap: the clone shares the event's frame).
     pub fn scan_forwards(
         &self,
         from_position: u64,
         filter: &ReadFilter,
-        visit: &mut dyn FnMut(RecordedEvent) -> bool,
+        visit: &mut dyn FnMut(&RecordedEvent) -> bool,
     ) -> Result<u64> {
         self.inner.scan_forwards(from_position, filter, visit)
     }

@@ -74,7 +74,7 @@ impl Subscription {
             } => {
                 let mut page = Vec::new();
                 let next = self.inner.scan_forwards(*next_position, filter, &mut |e| {
-                    page.push(e);
+                    page.push(e.clone());
                     page.len() < PAGE_EVENTS
                 })?;
                 // Filtered-out events still advance the position.
