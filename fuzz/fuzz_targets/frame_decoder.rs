@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(ob.events.len(), vb.events.len());
                         for (oe, ve) in ob.events.iter().zip(&vb.events) {
                             assert_eq!(oe.id, ve.id);
+                            assert_eq!(oe.time_unix_nanos, ve.time_unix_nanos);
                             assert_eq!(oe.event_type, ve.event_type);
                             assert_eq!(oe.data, ve.data);
                             assert_eq!(oe.metadata.len(), ve.metadata.len());

@@ -194,13 +194,36 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// Most varints here (lengths, flags, small versions) are one byte: that case is inlined
+    /// where a varint is read, the others are not.
+    #[inline]
     fn varint(&mut self) -> Step<u64> {
-        // Most varints here (lengths, flags, small versions) are one byte.
         if let Some((&b, rest)) = self.buf.split_first() {
             if b < 0x80 {
                 self.buf = rest;
                 return Ok(u64::from(b));
             }
+        }
+        self.long_varint()
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self) -> Step<u64> {
+        // With ten bytes left (a varint's most), no read can run out: a fixed-size chunk
+        // lets the loop run without a bounds check or an early-end check per byte.
+        if let Some(chunk) = self.buf.first_chunk::<10>() {
+            let mut out = 0u64;
+            for (i, &b) in chunk.iter().enumerate() {
+                out |= u64::from(b & 0x7f) << (7 * i);
+                if b & 0x80 == 0 {
+                    if i == 9 && b > 1 {
+                        return Err("varint out of range");
+                    }
+                    self.buf = self.buf.get(i + 1..).unwrap_or_default();
+                    return Ok(out);
+                }
+            }
+            return Err("varint out of range");
         }
         let mut out = 0u64;
         for i in 0..10 {
@@ -474,6 +497,39 @@ mod tests {
                 let mut m = out.clone();
                 m[i] = x;
                 same(&m, 4);
+            }
+        }
+    }
+
+    /// Varints of every length decode as postcard encodes them, with and without ten bytes
+    /// following (the word path and the byte-at-a-time path), and out-of-range ones fail.
+    #[test]
+    fn varints_of_every_length_decode() {
+        let mut values = vec![0u64, 1, 127, 128, 255, 300, u64::MAX, u64::MAX - 1, 1 << 63];
+        for k in 1..64 {
+            values.extend([(1u64 << k) - 1, 1u64 << k, (1u64 << k) + 1]);
+        }
+        for &v in &values {
+            let mut enc = postcard::to_allocvec(&v).unwrap();
+            for tail in [0usize, 10] {
+                let mut buf = enc.clone();
+                buf.extend(std::iter::repeat_n(0x55, tail));
+                let mut r = Reader { buf: &buf };
+                assert_eq!(r.varint(), Ok(v), "{v} with {tail} bytes after");
+                assert_eq!(r.buf.len(), tail);
+            }
+            // Cut short: fails whichever path reads it.
+            enc.pop();
+            if !enc.is_empty() {
+                assert!(Reader { buf: &enc }.varint().is_err());
+            }
+        }
+        // Eleven continuation bytes, or a tenth byte above 1: out of range on both paths.
+        for bad in [vec![0xffu8; 11], [vec![0xff; 9], vec![0x02]].concat()] {
+            for tail in [0usize, 10] {
+                let mut buf = bad.clone();
+                buf.extend(std::iter::repeat_n(0x00, tail));
+                assert_eq!(Reader { buf: &buf }.varint(), Err("varint out of range"));
             }
         }
     }
