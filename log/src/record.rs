@@ -461,8 +461,12 @@ mod tests {
         full.subject = None;
         full.time_unix_nanos = -5;
         full.metadata = vec![("a".into(), "".into()), ("é".into(), "x".into())];
+        // Fields long enough for two-byte length prefixes.
+        let mut long = ev(5);
+        long.subject = Some("ü".repeat(100));
+        long.correlation_id = Some("x".repeat(300));
         let a = [ev(1), full, ev(3)];
-        let b = [ev(4)];
+        let b = [ev(4), long];
         let mut out = Vec::new();
         encode_payload(
             &mut out,
@@ -484,19 +488,19 @@ mod tests {
             let ours = FrameView::decode(bytes, n).ok();
             assert_eq!(ours, serde, "{bytes:?}");
         };
-        same(&out, 4);
-        assert!(FrameView::decode(&out, 4).is_ok());
+        same(&out, 5);
+        assert!(FrameView::decode(&out, 5).is_ok());
         for cut in 0..out.len() {
-            same(&out[..cut], 4);
+            same(&out[..cut], 5);
         }
         let mut longer = out.clone();
         longer.push(0);
-        same(&longer, 4);
+        same(&longer, 5);
         for i in 0..out.len() {
             for x in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff] {
                 let mut m = out.clone();
                 m[i] = x;
-                same(&m, 4);
+                same(&m, 5);
             }
         }
     }
