@@ -37,7 +37,8 @@ pub enum Direction {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventData {
-    /// Unique id, the idempotency key. Defaults to a fresh UUID v7.
+    /// Unique id, the idempotency key. Defaults to a fresh UUID v7 (time-ordered: the ids a
+    /// thread makes are strictly increasing).
     pub id: Uuid,
     /// CloudEvents `type`.
     pub event_type: String,
