@@ -843,6 +843,7 @@ impl Store {
         let config = LogConfig {
             segment_size_bytes_max: options.segment_size_bytes_max,
             map_segments: options.map_segments,
+            early_writeback: options.durability != Durability::Always,
         };
         // Event ids: one file per sealed segment (rebuilt if missing), the active segment's in
         // the writer's memory. Replaying the log fills in what is missing on the way.

@@ -20,7 +20,7 @@ pub use crate::error::{LogError, Result};
 pub use crate::frame::FrameHeader;
 pub use crate::log::{
     open, Checkpoint, FrameLocation, FrameVisitor, LogConfig, LogReader, LogScanner, LogWriter,
-    PendingCommit, RecoveryReport, SegmentInfo,
+    PendingCommit, RecoveryReport, SegmentInfo, EARLY_WRITEBACK_BYTES,
 };
 pub use crate::record::{
     EventRecord, EventView, FramePayload, FrameView, StreamBatch, StreamBatchView,

@@ -31,6 +31,10 @@ pub struct LogConfig {
     /// read) instead of `pread`. A disk read error then reaches the reading thread as SIGBUS
     /// rather than as an error; see `docs/architecture.md`.
     pub map_segments: bool,
+    /// Start the disk write of every [`EARLY_WRITEBACK_BYTES`] written, without waiting (for
+    /// durability modes that do not fdatasync every group): the fdatasync at a segment roll
+    /// then finds little left to write, instead of a whole segment of dirty pages.
+    pub early_writeback: bool,
 }
 
 impl Default for LogConfig {
@@ -38,9 +42,13 @@ impl Default for LogConfig {
         LogConfig {
             segment_size_bytes_max: SEGMENT_SIZE_DEFAULT,
             map_segments: true,
+            early_writeback: false,
         }
     }
 }
+
+/// With [`LogConfig::early_writeback`], how much is written between two writeback starts.
+pub const EARLY_WRITEBACK_BYTES: u64 = 8 << 20;
 
 /// Where a frame lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,6 +199,8 @@ pub struct LogWriter {
     /// End of the active segment file: frames up to `written`, then zeros written ahead of
     /// them (see [`LogWriter::zero_fill_ahead`]).
     zeroed: u64,
+    /// Bytes of the active segment whose writeback has been started (early writeback).
+    writeback_started: u64,
     /// Frames appended but not yet written.
     buf: Vec<u8>,
     next_position: u64,
@@ -580,6 +590,8 @@ impl LogWriter {
             active,
             written,
             zeroed,
+            // What recovery found is on disk already, or is about to be by the next sync.
+            writeback_started: written,
             buf: Vec::with_capacity(1 << 20),
             next_position,
             durable_position: next_position,
@@ -673,6 +685,18 @@ impl LogWriter {
             .map_err(|e| LogError::io(&path, e))?;
         self.written = end;
         self.buf.clear();
+        if self.config.early_writeback
+            && self.written - self.writeback_started >= EARLY_WRITEBACK_BYTES
+        {
+            // A hint: if it fails, the next fdatasync does the work (and reports any error).
+            if let Err(e) = self.active.file.start_writeback(
+                self.writeback_started,
+                self.written - self.writeback_started,
+            ) {
+                tracing::debug!(error = %e, "early writeback not started");
+            }
+            self.writeback_started = self.written;
+        }
         Ok(())
     }
 
@@ -738,6 +762,7 @@ impl LogWriter {
         self.created_unpublished.push(handle);
         self.written = SEGMENT_HEADER_SIZE as u64;
         self.zeroed = SEGMENT_HEADER_SIZE as u64;
+        self.writeback_started = SEGMENT_HEADER_SIZE as u64;
         Ok(())
     }
 
