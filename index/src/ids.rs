@@ -168,18 +168,13 @@ impl SegmentIds {
             return Ok(());
         }
         let mut h = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let total = self.count * ENTRY_SIZE as u64;
-        let mut done = 0u64;
-        while done < total {
-            let n = ((total - done) as usize).min(buf.len());
-            let chunk = buf.get_mut(..n).unwrap_or_default();
-            self.file
-                .read_exact_at(chunk, self.entries_offset + done)
-                .map_err(|e| io_err(&self.path, e))?;
-            h.update(chunk);
-            done += n as u64;
-        }
+        hash_range(
+            &self.file,
+            &self.path,
+            &mut h,
+            self.entries_offset,
+            self.count * ENTRY_SIZE as u64,
+        )?;
         if h.finalize() != self.entries_crc {
             return Err(IndexError::Db(format!(
                 "id file {} is damaged (entry checksum mismatch)",
@@ -295,16 +290,7 @@ fn load(path: &Path) -> Result<SegmentIds> {
     let bloom_len = words * 8;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&h[..76]);
-    let mut buf = vec![0u8; (bloom_len as usize).min(1 << 20)];
-    let mut done = 0u64;
-    while done < bloom_len {
-        let n = ((bloom_len - done) as usize).min(buf.len());
-        let chunk = buf.get_mut(..n).unwrap_or_default();
-        file.read_exact_at(chunk, HEADER_SIZE as u64 + done)
-            .map_err(|e| io_err(path, e))?;
-        crc.update(chunk);
-        done += n as u64;
-    }
+    hash_range(&file, path, &mut crc, HEADER_SIZE as u64, bloom_len)?;
     if crc.finalize() != u32_at(76) {
         return Err(damaged("header checksum mismatch"));
     }
@@ -328,6 +314,29 @@ fn load(path: &Path) -> Result<SegmentIds> {
             k,
         },
     })
+}
+
+/// Feeds `len` bytes of `file` from `offset` to `crc`, reading at most 1 MiB at a time.
+fn hash_range(
+    file: &File,
+    path: &Path,
+    crc: &mut crc32fast::Hasher,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(1 << 20)];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from(len - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        file.read_exact_at(chunk, offset + done)
+            .map_err(|e| io_err(path, e))?;
+        crc.update(chunk);
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Maps the filter of an id file (`len` bytes after the header) read-only.

@@ -36,7 +36,7 @@ fn expect_corrupted(r: Result<impl Sized, LogError>, segment: &str, offset: u64,
 #[test]
 fn every_bit_flip_in_a_sealed_segment_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opened = open_collect(Arc::new(NoSyncFs), dir.path()).unwrap();
+    let mut opened = open_collect(no_sync_fs(), dir.path()).unwrap();
     let mut rng = SplitMix64::new(11);
     let mut attempts = Vec::new();
     for id in 0.. {

@@ -10,17 +10,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use orchestrix_log::fs::{StdFs, VFile, Vfs};
+use orchestrix_log::fs::VFile;
 use orchestrix_log::{open, segment, LogConfig, EARLY_WRITEBACK_BYTES};
 
 /// (file name, offset, length) of each `start_writeback`.
 type Call = (String, u64, u64);
 type Calls = Arc<Mutex<Vec<Call>>>;
-
-/// The real file system, recording every `start_writeback` with its file's name.
-struct Recording {
-    calls: Calls,
-}
 
 struct RecordingFile {
     inner: Arc<dyn VFile>,
@@ -53,53 +48,25 @@ impl VFile for RecordingFile {
     }
 }
 
-impl Recording {
-    fn wrap(&self, path: &Path, f: Arc<dyn VFile>) -> Arc<dyn VFile> {
-        Arc::new(RecordingFile {
-            inner: f,
-            name: path.file_name().unwrap().to_string_lossy().into_owned(),
-            calls: self.calls.clone(),
-        })
-    }
-}
-
-impl Vfs for Recording {
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(path, StdFs.open(path)?))
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(path, StdFs.create_new(path)?))
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(path, StdFs.create(path)?))
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        StdFs.exists(path)
-    }
-}
-
 /// Appends 100 KiB frames, one commit each without a sync, until `total` bytes are written;
 /// checks the frames read back; returns the recorded calls and the segments (name, size).
 fn run(early_writeback: bool, total: u64) -> (Vec<Call>, Vec<(String, u64)>) {
     let dir = tempfile::tempdir().unwrap();
+    // The real file system, recording every `start_writeback` with its file's name.
     let calls = Calls::default();
-    let vfs = Arc::new(Recording {
-        calls: calls.clone(),
+    let recorded = calls.clone();
+    let vfs = Arc::new(WrappedStdFs {
+        wrap: move |path: &Path, inner: Arc<dyn VFile>| -> Arc<dyn VFile> {
+            Arc::new(RecordingFile {
+                inner,
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                calls: recorded.clone(),
+            })
+        },
+        sync_dirs: true,
     });
     let config = LogConfig {
         segment_size_bytes_max: 24 << 20,

@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use orchestrix_log::testing::FaultKind;
 
@@ -46,7 +44,7 @@ fn disk_full_at_every_operation_recovers_after_space_is_freed() {
                 }
                 drop(reopened);
 
-                let again = open_collect(Arc::new(NoSyncFs), &dir).unwrap();
+                let again = open_collect(no_sync_fs(), &dir).unwrap();
                 assert_eq!(again.frames.len(), kept.len() + fresh.len(), "{what}");
                 assert_eq!(again.frames[..kept.len()], kept[..], "{what}: old prefix");
                 for (f, a) in again.frames[kept.len()..].iter().zip(&fresh) {

@@ -10,13 +10,12 @@
 //! the cut, plus any the fill happened to leave byte-identical), report the cut (or nothing,
 //! when only zeros follow the last whole frame: the clean end of a zero-filled segment), and accept an
 //! append that reads back. Recovery goes through the real file system on copies of a template
-//! directory; fsync is switched off (`NoSyncFs`) because nothing here loses power.
+//! directory; fsync is switched off (`no_sync_fs`) because nothing here loses power.
 
 mod common;
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use common::*;
 use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
@@ -43,7 +42,7 @@ struct Template {
 
 fn build_template() -> Template {
     let dir = tempfile::tempdir().unwrap();
-    let mut opened = open_collect(Arc::new(NoSyncFs), dir.path()).unwrap();
+    let mut opened = open_collect(no_sync_fs(), dir.path()).unwrap();
     let mut attempts = Vec::new();
     let mut rng = SplitMix64::new(7);
     for id in 0.. {
@@ -147,8 +146,8 @@ fn run_case(t: &Template, work: &Path, cut: usize, fill: Fill, case: u64) {
     drop(file);
     let expected = survivors(t, &damaged);
 
-    let mut opened = open_collect(Arc::new(NoSyncFs), work)
-        .unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
+    let mut opened =
+        open_collect(no_sync_fs(), work).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
     check_prefix(&opened.frames, &t.attempts, expected).unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(
         opened.frames.len(),
@@ -206,7 +205,7 @@ fn run_case(t: &Template, work: &Path, cut: usize, fill: Fill, case: u64) {
     // Now and then, check that the repaired log also reopens cleanly with the new frame.
     if case.is_multiple_of(101) {
         drop(opened);
-        let again = open_collect(Arc::new(NoSyncFs), work).unwrap();
+        let again = open_collect(no_sync_fs(), work).unwrap();
         assert_eq!(again.frames, all, "{what}: reopen after append");
         assert!(
             again.report.truncated.is_none(),

@@ -231,9 +231,58 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The real file system with every file it opens passed through `wrap` (a test's own layer
+/// over the file), and directories synced only if `sync_dirs`.
+pub struct WrappedStdFs<W> {
+    pub wrap: W,
+    pub sync_dirs: bool,
+}
+
+impl<W> Vfs for WrappedStdFs<W>
+where
+    W: Fn(&Path, Arc<dyn VFile>) -> Arc<dyn VFile> + Send + Sync,
+{
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        Ok((self.wrap)(path, StdFs.open(path)?))
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        Ok((self.wrap)(path, StdFs.create_new(path)?))
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        Ok((self.wrap)(path, StdFs.create(path)?))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.sync_dirs {
+            StdFs.sync_dir(dir)
+        } else {
+            Ok(())
+        }
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        StdFs.exists(path)
+    }
+}
+
 /// The real file system with `sync_data` and `sync_dir` turned into no-ops: for tests that
 /// reopen in the same process (no power loss), where an fsync buys nothing but seconds.
-pub struct NoSyncFs;
+pub fn no_sync_fs() -> Arc<dyn Vfs> {
+    Arc::new(WrappedStdFs {
+        wrap: |_: &Path, f: Arc<dyn VFile>| -> Arc<dyn VFile> { Arc::new(NoSyncFile(f)) },
+        sync_dirs: false,
+    })
+}
 
 struct NoSyncFile(Arc<dyn VFile>);
 
@@ -252,36 +301,6 @@ impl VFile for NoSyncFile {
     }
     fn len(&self) -> io::Result<u64> {
         self.0.len()
-    }
-}
-
-impl Vfs for NoSyncFs {
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(Arc::new(NoSyncFile(StdFs.open(path)?)))
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(Arc::new(NoSyncFile(StdFs.create_new(path)?)))
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(Arc::new(NoSyncFile(StdFs.create(path)?)))
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove(path)
-    }
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        Ok(())
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        StdFs.exists(path)
     }
 }
 
@@ -397,7 +416,7 @@ pub fn fault_case(
 ) -> (FaultRun, Opened) {
     use orchestrix_log::testing::FaultyFs;
     let what = format!("op {n} of {total_ops} failing ({kind:?}, sticky {sticky}, partial writes {partial_writes})");
-    let fs = Arc::new(FaultyFs::new(Arc::new(NoSyncFs)));
+    let fs = Arc::new(FaultyFs::new(no_sync_fs()));
     fs.arm(n, kind, sticky);
     fs.set_partial_writes(partial_writes);
     let run = fault_workload(&fs, dir);
@@ -428,11 +447,11 @@ pub fn fault_case(
 /// Counted operations of a clean run of the fault workload.
 pub fn fault_workload_ops() -> u64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fs = Arc::new(orchestrix_log::testing::FaultyFs::new(Arc::new(NoSyncFs)));
+    let fs = Arc::new(orchestrix_log::testing::FaultyFs::new(no_sync_fs()));
     let run = fault_workload(&fs, dir.path());
     assert!(run.first_error.is_none());
     assert_eq!(run.acked, FAULT_WORKLOAD_FRAMES as usize);
-    let reopened = open_collect(Arc::new(NoSyncFs), dir.path()).expect("reopen");
+    let reopened = open_collect(no_sync_fs(), dir.path()).expect("reopen");
     let segments = reopened.reader.segments().len();
     assert!(segments >= 4, "the workload rolls: {segments} segments");
     eprintln!(
