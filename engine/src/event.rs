@@ -323,7 +323,7 @@ impl RecordedEvent {
 
     /// Text fields were checked to be UTF-8 when the frame was decoded.
     fn text(&self, s: Span) -> Option<&str> {
-        self.bytes(s).and_then(|b| std::str::from_utf8(b).ok())
+        self.bytes(s).and_then(orchestrix_log::record::utf8)
     }
 
     /// Stream id.

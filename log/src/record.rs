@@ -249,7 +249,7 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Step<&'a str> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| "string is not UTF-8")
+        utf8(self.bytes()?).ok_or("string is not UTF-8")
     }
 
     fn opt_str(&mut self) -> Step<Option<&'a str>> {
@@ -314,6 +314,18 @@ impl<'a> Reader<'a> {
             return Err("bytes after the last event");
         }
         Ok(FrameView { batches })
+    }
+}
+
+/// `bytes` as text if they are UTF-8. Most text fields (types, sources, content types,
+/// stream ids) are short ASCII strings, which the word-at-a-time ASCII check settles in a
+/// few instructions; `std::str::from_utf8` walks short inputs byte by byte.
+pub fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
     }
 }
 
@@ -501,6 +513,34 @@ mod tests {
                 let mut m = out.clone();
                 m[i] = x;
                 same(&m, 5);
+            }
+        }
+    }
+
+    /// The text check accepts exactly what `std::str::from_utf8` accepts, on the ASCII fast
+    /// path and off it.
+    #[test]
+    fn utf8_agrees_with_std() {
+        let cases: [&[u8]; 9] = [
+            b"",
+            b"BenchEvent",
+            b"application/json",
+            "caf\u{e9} \u{1f600}".as_bytes(),
+            b"\xff",
+            b"abcdefgh\x80",
+            b"\xc3",
+            b"ok until the last byte\xe2\x82",
+            &[b'a'; 100],
+        ];
+        for c in cases {
+            assert_eq!(utf8(c), std::str::from_utf8(c).ok(), "{c:?}");
+        }
+        // Every single byte, at every offset of a 17-byte ASCII run (word boundaries).
+        for b in 0..=255u8 {
+            for at in 0..17 {
+                let mut v = vec![b'x'; 17];
+                v[at] = b;
+                assert_eq!(utf8(&v), std::str::from_utf8(&v).ok(), "byte {b} at {at}");
             }
         }
     }
