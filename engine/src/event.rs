@@ -221,18 +221,24 @@ impl Span {
         len: Span::ABSENT,
     };
 
-    /// The span of `part` inside `whole`, or `None` when it does not lie inside it.
+    /// The span of `part` inside `whole`, or `None` when it does not lie inside it. `whole`
+    /// must be shorter than `u32::MAX` bytes (see [`Span::fits`]), so that every span inside
+    /// it fits in `u32`s and no length is [`Span::ABSENT`].
     fn of(whole: &[u8], part: &[u8]) -> Option<Span> {
-        let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-        if start + part.len() > whole.len() {
+        // A part starting before `whole` wraps around to a huge offset and fails the check.
+        let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+        if start > whole.len() || part.len() > whole.len() - start {
             return None;
         }
         Some(Span {
-            start: u32::try_from(start).ok()?,
-            len: u32::try_from(part.len())
-                .ok()
-                .filter(|&l| l != Span::ABSENT)?,
+            start: start as u32,
+            len: part.len() as u32,
         })
+    }
+
+    /// Whether spans inside `whole` can be told by [`Span::of`].
+    fn fits(whole: &[u8]) -> bool {
+        whole.len() < Span::ABSENT as usize
     }
 
     fn of_opt(whole: &[u8], part: Option<&str>) -> Option<Span> {
@@ -289,6 +295,9 @@ impl RecordedEvent {
         position: u64,
     ) -> Option<RecordedEvent> {
         let f: &[u8] = &frame;
+        if !Span::fits(f) {
+            return None;
+        }
         let metadata = e
             .metadata
             .iter()
@@ -484,6 +493,32 @@ impl ReadFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_are_told_only_for_parts_inside_the_frame() {
+        let buf = [7u8; 64];
+        let whole = &buf[8..40];
+        assert!(Span::fits(whole));
+        assert_eq!(
+            Span::of(whole, &buf[8..12]),
+            Some(Span { start: 0, len: 4 })
+        );
+        assert_eq!(
+            Span::of(whole, &buf[20..40]),
+            Some(Span { start: 12, len: 20 })
+        );
+        assert_eq!(
+            Span::of(whole, &buf[40..40]),
+            Some(Span { start: 32, len: 0 })
+        );
+        assert_eq!(Span::of(whole, whole), Some(Span { start: 0, len: 32 }));
+        // Starting before, running past the end, or lying after: refused.
+        assert_eq!(Span::of(whole, &buf[4..12]), None);
+        assert_eq!(Span::of(whole, &buf[7..8]), None);
+        assert_eq!(Span::of(whole, &buf[30..41]), None);
+        assert_eq!(Span::of(whole, &buf[41..50]), None);
+        assert_eq!(Span::of(whole, &[1u8, 2][..]), None);
+    }
 
     #[test]
     fn new_ids_are_v7_ordered_per_thread_and_carry_the_event_time() {
