@@ -220,32 +220,47 @@ impl Span {
         start: 0,
         len: Span::ABSENT,
     };
+}
 
-    /// The span of `part` inside `whole`, or `None` when it does not lie inside it. `whole`
-    /// must be shorter than `u32::MAX` bytes (see [`Span::fits`]), so that every span inside
-    /// it fits in `u32`s and no length is [`Span::ABSENT`].
-    fn of(whole: &[u8], part: &[u8]) -> Option<Span> {
-        // A part starting before `whole` wraps around to a huge offset and fails the check.
-        let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
-        if start > whole.len() || part.len() > whole.len() - start {
-            return None;
-        }
-        Some(Span {
-            start: start as u32,
-            len: part.len() as u32,
+/// Tells the spans of the fields of one event inside its frame. Each field is placed with a
+/// subtraction; whether all of them lie inside the frame is checked once at the end (one
+/// flag, no early return per field), since they were all decoded from it.
+struct Spans<'f> {
+    frame: &'f [u8],
+    outside: bool,
+}
+
+impl<'f> Spans<'f> {
+    /// `None` for a frame too large for `u32` spans (one whose every length would not
+    /// differ from [`Span::ABSENT`]).
+    fn new(frame: &'f [u8]) -> Option<Self> {
+        (frame.len() < Span::ABSENT as usize).then_some(Spans {
+            frame,
+            outside: false,
         })
     }
 
-    /// Whether spans inside `whole` can be told by [`Span::of`].
-    fn fits(whole: &[u8]) -> bool {
-        whole.len() < Span::ABSENT as usize
+    fn of(&mut self, part: &[u8]) -> Span {
+        // A part starting before the frame wraps around to a huge offset.
+        let start = (part.as_ptr() as usize).wrapping_sub(self.frame.as_ptr() as usize);
+        let n = self.frame.len();
+        self.outside |= start > n || part.len() > n.wrapping_sub(start);
+        Span {
+            start: start as u32,
+            len: part.len() as u32,
+        }
     }
 
-    fn of_opt(whole: &[u8], part: Option<&str>) -> Option<Span> {
+    fn of_opt(&mut self, part: Option<&str>) -> Span {
         match part {
-            Some(p) => Span::of(whole, p.as_bytes()),
-            None => Some(Span::NONE),
+            Some(p) => self.of(p.as_bytes()),
+            None => Span::NONE,
         }
+    }
+
+    /// `value` if every span told lies inside the frame.
+    fn inside<T>(&self, value: T) -> Option<T> {
+        (!self.outside).then_some(value)
     }
 }
 
@@ -294,32 +309,31 @@ impl RecordedEvent {
         version: u64,
         position: u64,
     ) -> Option<RecordedEvent> {
-        let f: &[u8] = &frame;
-        if !Span::fits(f) {
-            return None;
-        }
+        let mut at = Spans::new(&frame)?;
         let metadata = e
             .metadata
             .iter()
-            .map(|(k, v)| Some((Span::of(f, k.as_bytes())?, Span::of(f, v.as_bytes())?)))
-            .collect::<Option<Vec<_>>>()?;
-        Some(RecordedEvent {
+            .map(|(k, v)| (at.of(k.as_bytes()), at.of(v.as_bytes())))
+            .collect();
+        let event = RecordedEvent {
             position,
             version,
             id: Uuid::from_bytes(e.id),
             time_unix_nanos: e.time_unix_nanos,
-            stream: Span::of(f, stream.as_bytes())?,
-            event_type: Span::of(f, e.event_type.as_bytes())?,
-            source: Span::of(f, e.source.as_bytes())?,
-            subject: Span::of_opt(f, e.subject)?,
-            data_content_type: Span::of_opt(f, e.data_content_type)?,
-            data_schema: Span::of_opt(f, e.data_schema)?,
-            correlation_id: Span::of_opt(f, e.correlation_id)?,
-            causation_id: Span::of_opt(f, e.causation_id)?,
-            data: Span::of(f, e.data)?,
+            stream: at.of(stream.as_bytes()),
+            event_type: at.of(e.event_type.as_bytes()),
+            source: at.of(e.source.as_bytes()),
+            subject: at.of_opt(e.subject),
+            data_content_type: at.of_opt(e.data_content_type),
+            data_schema: at.of_opt(e.data_schema),
+            correlation_id: at.of_opt(e.correlation_id),
+            causation_id: at.of_opt(e.causation_id),
+            data: at.of(e.data),
             metadata,
-            frame,
-        })
+            frame: Bytes::new(),
+        };
+        at.inside(())?;
+        Some(RecordedEvent { frame, ..event })
     }
 
     fn bytes(&self, s: Span) -> Option<&[u8]> {
@@ -498,26 +512,28 @@ mod tests {
     fn spans_are_told_only_for_parts_inside_the_frame() {
         let buf = [7u8; 64];
         let whole = &buf[8..40];
-        assert!(Span::fits(whole));
-        assert_eq!(
-            Span::of(whole, &buf[8..12]),
-            Some(Span { start: 0, len: 4 })
-        );
-        assert_eq!(
-            Span::of(whole, &buf[20..40]),
-            Some(Span { start: 12, len: 20 })
-        );
-        assert_eq!(
-            Span::of(whole, &buf[40..40]),
-            Some(Span { start: 32, len: 0 })
-        );
-        assert_eq!(Span::of(whole, whole), Some(Span { start: 0, len: 32 }));
+        let told = |part: &[u8]| {
+            let mut at = Spans::new(whole).expect("small frame");
+            let s = at.of(part);
+            at.inside(s)
+        };
+        assert_eq!(told(&buf[8..12]), Some(Span { start: 0, len: 4 }));
+        assert_eq!(told(&buf[20..40]), Some(Span { start: 12, len: 20 }));
+        assert_eq!(told(&buf[40..40]), Some(Span { start: 32, len: 0 }));
+        assert_eq!(told(whole), Some(Span { start: 0, len: 32 }));
         // Starting before, running past the end, or lying after: refused.
-        assert_eq!(Span::of(whole, &buf[4..12]), None);
-        assert_eq!(Span::of(whole, &buf[7..8]), None);
-        assert_eq!(Span::of(whole, &buf[30..41]), None);
-        assert_eq!(Span::of(whole, &buf[41..50]), None);
-        assert_eq!(Span::of(whole, &[1u8, 2][..]), None);
+        assert_eq!(told(&buf[4..12]), None);
+        assert_eq!(told(&buf[7..8]), None);
+        assert_eq!(told(&buf[30..41]), None);
+        assert_eq!(told(&buf[41..50]), None);
+        assert_eq!(told(&[1u8, 2][..]), None);
+        // One part outside spoils the event, whichever field it is.
+        let mut at = Spans::new(whole).expect("small frame");
+        at.of(&buf[8..9]);
+        at.of_opt(None);
+        at.of(&buf[50..51]);
+        at.of(&buf[9..10]);
+        assert_eq!(at.inside(()), None);
     }
 
     #[test]
