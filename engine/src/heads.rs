@@ -3,14 +3,23 @@
 //! see a published copy.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use orchestrix_index::StreamHead;
 
 /// The heads of all streams, and the number the next new stream gets.
 #[derive(Default, Clone)]
 pub(crate) struct StreamHeads {
-    map: HashMap<String, StreamHead, foldhash::fast::RandomState>,
+    map: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
     next_number: u64,
+}
+
+/// A stream's head, and its id shared with the key: the writer hands out clones of it (a
+/// reference count, not a copy of the text) for every append's index summary.
+#[derive(Clone)]
+struct Entry {
+    head: StreamHead,
+    name: Arc<str>,
 }
 
 impl StreamHeads {
@@ -18,31 +27,44 @@ impl StreamHeads {
     pub fn from_checkpoint(heads: Vec<(String, StreamHead)>) -> Self {
         let next_number = heads.iter().map(|(_, h)| h.number + 1).max().unwrap_or(0);
         StreamHeads {
-            map: heads.into_iter().collect(),
+            map: heads
+                .into_iter()
+                .map(|(name, head)| {
+                    let name: Arc<str> = name.into();
+                    (name.clone(), Entry { head, name })
+                })
+                .collect(),
             next_number,
         }
     }
 
     pub fn get(&self, stream: &str) -> Option<StreamHead> {
-        self.map.get(stream).copied()
+        self.map.get(stream).map(|e| e.head)
     }
 
     /// Records that `stream` now ends at `last_version`; a new stream gets the next number.
-    /// Returns the stream's head.
-    pub fn advance(&mut self, stream: &str, last_version: u64) -> StreamHead {
+    /// Returns the stream's head and its shared id.
+    pub fn advance(&mut self, stream: &str, last_version: u64) -> (StreamHead, Arc<str>) {
         match self.map.get_mut(stream) {
-            Some(h) => {
-                h.version = last_version;
-                *h
+            Some(e) => {
+                e.head.version = last_version;
+                (e.head, e.name.clone())
             }
             None => {
-                let h = StreamHead {
+                let head = StreamHead {
                     number: self.next_number,
                     version: last_version,
                 };
                 self.next_number += 1;
-                self.map.insert(stream.to_string(), h);
-                h
+                let name: Arc<str> = stream.into();
+                self.map.insert(
+                    name.clone(),
+                    Entry {
+                        head,
+                        name: name.clone(),
+                    },
+                );
+                (head, name)
             }
         }
     }
@@ -50,16 +72,17 @@ impl StreamHeads {
     /// Sets a stream's head as the writer decided it (the readers' copy).
     pub fn set(&mut self, stream: &str, head: StreamHead) {
         match self.map.get_mut(stream) {
-            Some(h) => *h = head,
+            Some(e) => e.head = head,
             None => {
-                self.map.insert(stream.to_string(), head);
+                let name: Arc<str> = stream.into();
+                self.map.insert(name.clone(), Entry { head, name });
             }
         }
         self.next_number = self.next_number.max(head.number + 1);
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &StreamHead)> {
-        self.map.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &StreamHead)> {
+        self.map.iter().map(|(k, e)| (&**k, &e.head))
     }
 
     pub fn len(&self) -> usize {

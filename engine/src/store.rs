@@ -561,13 +561,13 @@ pub(crate) fn summarize(
     heads: &mut StreamHeads,
 ) -> FrameSummary {
     let mut batches = Vec::with_capacity(p.batches.len());
-    let mut types: Vec<String> = Vec::new();
+    let mut types: Vec<Arc<str>> = Vec::new();
     let mut min_time = i64::MAX;
     let mut pos = first_position;
     for b in &p.batches {
-        let head = heads.advance(b.stream, b.first_version + b.events.len() as u64 - 1);
+        let (head, stream) = heads.advance(b.stream, b.first_version + b.events.len() as u64 - 1);
         batches.push(BatchSummary {
-            stream: b.stream.to_owned(),
+            stream,
             stream_number: head.number,
             first_version: b.first_version,
             first_position: pos,
@@ -575,8 +575,8 @@ pub(crate) fn summarize(
         });
         for e in &b.events {
             pos += 1;
-            if !types.iter().any(|t| t == e.event_type) {
-                types.push(e.event_type.to_owned());
+            if !types.iter().any(|t| **t == *e.event_type) {
+                types.push(e.event_type.into());
             }
             min_time = min_time.min(e.time_unix_nanos);
         }
@@ -891,7 +891,7 @@ impl Store {
                     }
                     for b in &summary.batches {
                         touched.insert(
-                            b.stream.clone(),
+                            b.stream.to_string(),
                             StreamHead {
                                 number: b.stream_number,
                                 version: b.first_version + u64::from(b.count) - 1,
@@ -1039,6 +1039,7 @@ impl Store {
             durability: options.durability,
             drained: Vec::new(),
             firsts: Vec::new(),
+            type_names: Default::default(),
         };
         let mut threads = Vec::new();
         threads.push(
@@ -1226,7 +1227,7 @@ impl Store {
         let mut v: Vec<(String, u64)> = h
             .iter()
             .filter(|(s, _)| prefix.is_none_or(|p| s.starts_with(p)))
-            .map(|(s, h)| (s.clone(), h.version))
+            .map(|(s, h)| (s.to_owned(), h.version))
             .collect();
         v.sort();
         v
@@ -1530,7 +1531,7 @@ fn run_indexer(
                             dirty_heads
                                 .entry(b.stream_number)
                                 .and_modify(|e| e.1 = head)
-                                .or_insert_with(|| (b.stream.clone(), head));
+                                .or_insert_with(|| (b.stream.to_string(), head));
                         }
                     }
                     if let Some(last) = frames.last() {

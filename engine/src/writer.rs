@@ -92,6 +92,8 @@ pub(crate) struct Writer {
     pub drained: Vec<Request>,
     /// Reused between appends: the first version each part will get.
     pub firsts: Vec<u64>,
+    /// One shared copy of each event type's name (see [`Writer::type_name`]).
+    pub type_names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
 
 /// An append waiting for its group's commit: the reply channel, the result to send, and the
@@ -259,7 +261,7 @@ impl Completer {
 /// Where an event id of the current group went.
 #[derive(Clone)]
 struct Placement {
-    stream: String,
+    stream: Arc<str>,
     version: u64,
     position: u64,
 }
@@ -373,6 +375,17 @@ impl Writer {
         drop(self.syncer);
     }
 
+    /// The shared copy of an event type's name (made on first sight: the writer keeps one per
+    /// distinct type, as the index does).
+    fn type_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.type_names.get(name) {
+            return t.clone();
+        }
+        let t: Arc<str> = name.into();
+        self.type_names.insert(t.clone());
+        t
+    }
+
     /// Where an already-used event id is: its stream, version and position.
     fn lookup_id(
         &self,
@@ -439,7 +452,7 @@ impl Writer {
             )));
         }
         Ok(Some(Placement {
-            stream: e.stream().to_string(),
+            stream: e.stream().into(),
             version: e.version,
             position,
         }))
@@ -512,15 +525,15 @@ impl Writer {
             self.active_segment = location.segment;
         }
         let mut batches = Vec::with_capacity(parts.len());
-        let mut types: Vec<String> = Vec::new();
+        let mut types: Vec<Arc<str>> = Vec::new();
         let mut min_time = i64::MAX;
         let mut position = first_position;
         let mut streams = Vec::with_capacity(parts.len());
         for (p, &first_version) in parts.iter_mut().zip(&firsts) {
             let n = p.events.len() as u64;
-            let head = self.heads.advance(&p.stream, first_version + n - 1);
+            let (head, stream) = self.heads.advance(&p.stream, first_version + n - 1);
             batches.push(BatchSummary {
-                stream: p.stream.clone(),
+                stream,
                 stream_number: head.number,
                 first_version,
                 first_position: position,
@@ -528,8 +541,8 @@ impl Writer {
             });
             for (i, e) in p.events.iter().enumerate() {
                 self.active_ids.insert(e.id, position + i as u64);
-                if !types.iter().any(|t| t == &e.event_type) {
-                    types.push(e.event_type.clone());
+                if !types.iter().any(|t| **t == *e.event_type) {
+                    types.push(self.type_name(&e.event_type));
                 }
                 min_time = min_time.min(e.time_unix_nanos);
             }
@@ -576,7 +589,7 @@ impl Writer {
                     return Err(conflict(existing));
                 };
                 k += 1;
-                if pl.stream != p.stream {
+                if *pl.stream != *p.stream {
                     return Err(conflict(pl.position));
                 }
                 let v0 = *first_version.get_or_insert(pl.version);

@@ -33,7 +33,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 mod chunk_cache;
 pub mod ids;
@@ -72,7 +72,7 @@ pub const TIME_BUCKET_NANOS: i64 = 100_000_000;
 #[derive(Default)]
 struct SparseState {
     last_frame: Option<(u64, u64)>,
-    type_pages: HashMap<String, u64>,
+    type_pages: HashMap<Arc<str>, u64>,
     last_time_bucket: Option<i64>,
 }
 
@@ -104,8 +104,8 @@ pub struct StreamHead {
 /// The part of one stream in one frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchSummary {
-    /// Stream id.
-    pub stream: String,
+    /// Stream id (shared with the stream heads: no copy per append).
+    pub stream: Arc<str>,
     /// Stream number.
     pub stream_number: u64,
     /// Version of the first event.
@@ -127,8 +127,8 @@ pub struct FrameSummary {
     pub event_count: u32,
     /// Per-stream batches.
     pub batches: Vec<BatchSummary>,
-    /// Distinct event types.
-    pub types: Vec<String>,
+    /// Distinct event types (shared: the writer keeps one copy of each type name).
+    pub types: Vec<Arc<str>>,
     /// Earliest event time (Unix nanoseconds).
     pub min_time_unix_nanos: i64,
 }
@@ -272,9 +272,9 @@ impl Index {
                     (f.first_position + u64::from(f.event_count) - 1) / TYPE_PAGE_EVENTS;
                 for ty in &f.types {
                     for page in first_page..=last_page {
-                        if sparse.type_pages.get(ty) != Some(&page) {
+                        if sparse.type_pages.get(&**ty) != Some(&page) {
                             t_types
-                                .insert((ty.as_str(), page * TYPE_PAGE_EVENTS), ())
+                                .insert((&**ty, page * TYPE_PAGE_EVENTS), ())
                                 .map_err(db_err)?;
                             sparse.type_pages.insert(ty.clone(), page);
                         }

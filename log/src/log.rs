@@ -678,11 +678,11 @@ impl LogWriter {
 
     fn write_buffer_only(&mut self) -> Result<()> {
         let end = self.written + self.buf.len() as u64;
-        let path = self.shared.dir.join(&self.active.name);
+        // The path is made only for an error: this runs for every group.
         self.active
             .file
             .write_all_at(&self.buf, self.written)
-            .map_err(|e| LogError::io(&path, e))?;
+            .map_err(|e| LogError::io(self.shared.dir.join(&self.active.name), e))?;
         self.written = end;
         self.buf.clear();
         if self.config.early_writeback
@@ -731,11 +731,10 @@ impl LogWriter {
     }
 
     fn sync_active(&mut self) -> Result<()> {
-        let path = self.shared.dir.join(&self.active.name);
         self.active
             .file
             .sync_data()
-            .map_err(|e| LogError::io(&path, e))
+            .map_err(|e| LogError::io(self.shared.dir.join(&self.active.name), e))
     }
 
     fn roll(&mut self) -> Result<()> {
