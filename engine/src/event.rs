@@ -1,5 +1,6 @@
 //! Events as the user appends them and as the store returns them.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -40,16 +41,16 @@ pub struct EventData {
     /// Unique id, the idempotency key. Defaults to a fresh UUID v7 (time-ordered: the ids a
     /// thread makes are strictly increasing).
     pub id: Uuid,
-    /// CloudEvents `type`.
-    pub event_type: String,
-    /// CloudEvents `source`.
-    pub source: String,
+    /// CloudEvents `type` (a `&'static str` is kept without a copy).
+    pub event_type: Cow<'static, str>,
+    /// CloudEvents `source` (a `&'static str` is kept without a copy).
+    pub source: Cow<'static, str>,
     /// CloudEvents `subject`.
     pub subject: Option<String>,
     /// CloudEvents `time`, nanoseconds since the Unix epoch. Defaults to now.
     pub time_unix_nanos: i64,
-    /// CloudEvents `datacontenttype`.
-    pub data_content_type: Option<String>,
+    /// CloudEvents `datacontenttype` (a `&'static str` is kept without a copy).
+    pub data_content_type: Option<Cow<'static, str>>,
     /// CloudEvents `dataschema`.
     pub data_schema: Option<String>,
     /// Correlation id.
@@ -86,8 +87,10 @@ fn new_id_and_time() -> (Uuid, i64) {
 }
 
 impl EventData {
-    /// An event with opaque data and no content type.
-    pub fn new(event_type: impl Into<String>, data: Vec<u8>) -> Self {
+    /// An event with opaque data and no content type. The type, like the source, is a
+    /// `Cow<'static, str>`: a string literal is kept as it is (no copy per event), a `String`
+    /// is moved in; text borrowed for less than `'static` is passed as `s.to_owned()`.
+    pub fn new(event_type: impl Into<Cow<'static, str>>, data: Vec<u8>) -> Self {
         let (id, time_unix_nanos) = new_id_and_time();
         EventData {
             id,
@@ -105,7 +108,7 @@ impl EventData {
     }
 
     /// An event whose data is JSON (`datacontenttype: application/json`).
-    pub fn json(event_type: impl Into<String>, data: Vec<u8>) -> Self {
+    pub fn json(event_type: impl Into<Cow<'static, str>>, data: Vec<u8>) -> Self {
         let mut e = Self::new(event_type, data);
         e.data_content_type = Some("application/json".into());
         e
@@ -117,7 +120,7 @@ impl EventData {
         self
     }
     /// Sets the source.
-    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+    pub fn with_source(mut self, source: impl Into<Cow<'static, str>>) -> Self {
         self.source = source.into();
         self
     }

@@ -44,19 +44,19 @@ pub fn check_stream_id(stream: &str) -> Result<()> {
     Ok(())
 }
 
-fn opt_len(s: &Option<String>) -> u64 {
-    s.as_ref().map_or(0, |s| s.len() as u64)
+fn opt_len(s: Option<&str>) -> u64 {
+    s.map_or(0, |s| s.len() as u64)
 }
 
 /// Size of an event as counted against the event limit.
 pub fn event_size(e: &EventRecord) -> u64 {
     16 + e.event_type.len() as u64
         + e.source.len() as u64
-        + opt_len(&e.subject)
-        + opt_len(&e.data_content_type)
-        + opt_len(&e.data_schema)
-        + opt_len(&e.correlation_id)
-        + opt_len(&e.causation_id)
+        + opt_len(e.subject.as_deref())
+        + opt_len(e.data_content_type.as_deref())
+        + opt_len(e.data_schema.as_deref())
+        + opt_len(e.correlation_id.as_deref())
+        + opt_len(e.causation_id.as_deref())
         + metadata_size(e)
         + e.data.len() as u64
 }

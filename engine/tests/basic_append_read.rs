@@ -3,7 +3,7 @@
 
 use orchestrix::{Direction, EventData, ExpectedVersion, Options, ReadFilter, Store, StoreError};
 
-fn ev(t: &str, n: u32) -> EventData {
+fn ev(t: &'static str, n: u32) -> EventData {
     EventData::json(t, format!("{{\"n\":{n}}}").into_bytes())
 }
 

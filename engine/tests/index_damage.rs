@@ -209,7 +209,8 @@ fn damage_and_check(mode: &str) {
         );
         // An idempotent repeat of an old event is still recognised through the rebuilt index.
         let old = &before.all[3];
-        let repeat = EventData::new(old.event_type(), old.data().to_vec()).with_id(old.id);
+        let repeat =
+            EventData::new(old.event_type().to_owned(), old.data().to_vec()).with_id(old.id);
         let r = store
             .append(old.stream(), ExpectedVersion::Any, vec![repeat])
             .unwrap_or_else(|e| panic!("{mode}: repeat of an old event: {e}"));

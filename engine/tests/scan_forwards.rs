@@ -13,8 +13,11 @@ fn lent_events_match_read_all_and_scans_resume_where_they_stopped() {
         let events = |t: &str, n: u32| {
             (0..n)
                 .map(|k| {
-                    EventData::json(t, format!("{{\"i\":{i},\"k\":{k}}}").into_bytes())
-                        .with_metadata("k", k.to_string())
+                    EventData::json(
+                        t.to_owned(),
+                        format!("{{\"i\":{i},\"k\":{k}}}").into_bytes(),
+                    )
+                    .with_metadata("k", k.to_string())
                 })
                 .collect::<Vec<_>>()
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use orchestrix::{AsyncStore, EventData, ExpectedVersion, Options, ReadFilter, Store};
 
 fn ev(t: &str) -> EventData {
-    EventData::json(t, b"{}".to_vec())
+    EventData::json(t.to_owned(), b"{}".to_vec())
 }
 
 #[test]

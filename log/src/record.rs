@@ -4,6 +4,8 @@
 //! position, each [`StreamBatch`] its first version, and events follow in order. Events of a
 //! frame take consecutive positions in the order the batches appear.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LogError, Result};
@@ -13,16 +15,16 @@ use crate::error::{LogError, Result};
 pub struct EventRecord {
     /// Unique id (a UUID), also the idempotency key.
     pub id: [u8; 16],
-    /// CloudEvents `type`.
-    pub event_type: String,
-    /// CloudEvents `source`.
-    pub source: String,
+    /// CloudEvents `type` (a `&'static str` is kept without a copy).
+    pub event_type: Cow<'static, str>,
+    /// CloudEvents `source` (a `&'static str` is kept without a copy).
+    pub source: Cow<'static, str>,
     /// CloudEvents `subject`.
     pub subject: Option<String>,
     /// CloudEvents `time`, nanoseconds since the Unix epoch.
     pub time_unix_nanos: i64,
-    /// CloudEvents `datacontenttype`.
-    pub data_content_type: Option<String>,
+    /// CloudEvents `datacontenttype` (a `&'static str` is kept without a copy).
+    pub data_content_type: Option<Cow<'static, str>>,
     /// CloudEvents `dataschema`.
     pub data_schema: Option<String>,
     /// Correlation id.
@@ -376,17 +378,17 @@ pub fn encode_events(events: &[EventRecord]) -> Result<Vec<u8>> {
 
 /// At least the encoded size of `e` (lengths and varints take at most this much more).
 fn size_hint(e: &EventRecord) -> usize {
-    let text = |s: &Option<String>| s.as_ref().map_or(1, |s| s.len() + 6);
+    let text = |s: Option<&str>| s.map_or(1, |s| s.len() + 6);
     let metadata: usize = e.metadata.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
     16 + 10
         + e.event_type.len()
         + e.source.len()
         + 10
-        + text(&e.subject)
-        + text(&e.data_content_type)
-        + text(&e.data_schema)
-        + text(&e.correlation_id)
-        + text(&e.causation_id)
+        + text(e.subject.as_deref())
+        + text(e.data_content_type.as_deref())
+        + text(e.data_schema.as_deref())
+        + text(e.correlation_id.as_deref())
+        + text(e.causation_id.as_deref())
         + metadata
         + 5
         + e.data.len()
