@@ -83,7 +83,13 @@ fn new_id_and_time() -> (Uuid, i64) {
             now.subsec_nanos(),
         ))
     });
-    (id, i64::try_from(now.as_nanos()).unwrap_or(i64::MAX))
+    // In i64 arithmetic (`as_nanos` is a u128, and its conversion a 128-bit division).
+    let nanos = i64::try_from(now.as_secs())
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|n| n.checked_add(i64::from(now.subsec_nanos())))
+        .unwrap_or(i64::MAX);
+    (id, nanos)
 }
 
 impl EventData {
