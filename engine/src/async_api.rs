@@ -10,7 +10,7 @@ use crate::event::{
 use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::subscription::SubscriptionStream;
-use crate::writer::Request;
+use crate::writer::{Reply, Request, Waiter};
 
 /// An async handle to a [`Store`]; cheap to clone.
 ///
@@ -76,7 +76,13 @@ impl AsyncStore {
         let (parts, (reply, rx)) = self.store.prepare_append(parts)?;
         self.store
             .sender()?
-            .send(Request::Append { parts, reply })
+            .send(Request::Append {
+                parts,
+                reply: Reply {
+                    tx: reply,
+                    waiter: Waiter::Task,
+                },
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?.result

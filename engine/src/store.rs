@@ -29,7 +29,9 @@ use crate::options::{Durability, Options};
 use crate::recent::Recent;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::subscription::Subscription;
-use crate::writer::{run_syncer, AppendPart, AppendReply, Completer, Request, Writer};
+use crate::writer::{
+    run_syncer, AppendPart, AppendReply, Completer, Reply, Request, Waiter, Writer,
+};
 
 const LOG_DIR: &str = "log";
 const INDEX_FILE: &str = "index.redb";
@@ -1130,7 +1132,13 @@ impl Store {
     ) -> Result<AppendResult> {
         let (parts, rx) = self.prepare_append(parts)?;
         self.sender()?
-            .blocking_send(Request::Append { parts, reply: rx.0 })
+            .blocking_send(Request::Append {
+                parts,
+                reply: Reply {
+                    tx: rx.0,
+                    waiter: Waiter::Thread,
+                },
+            })
             .map_err(|_| StoreError::Closed)?;
         rx.1.blocking_recv().map_err(|_| StoreError::Closed)?.result
     }
