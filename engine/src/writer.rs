@@ -53,7 +53,7 @@ pub(crate) enum Waiter {
     /// A tokio task (the async API). Waking one queues it on its runtime (at most the first
     /// of a group also wakes an idle worker), so the completing thread answers every task
     /// itself: a hand-off to the acknowledger costs more than that (64 writer tasks, one
-    /// event per append: 153,755 against 136,346 events/s, medians of 5 alternating runs).
+    /// event per append: 144,726 against 128,898 events/s, medians of 4 alternating runs).
     Task,
     /// A thread blocked in the sync API. Waking one is a system call each; groups with more
     /// than [`ACK_INLINE_MAX`] of them go to the acknowledger thread, so that the next
