@@ -453,19 +453,13 @@ pub fn encode_payload_encoded<'a>(
     out: &mut Vec<u8>,
     batches: impl ExactSizeIterator<Item = (&'a str, u64, &'a [u8])>,
 ) -> Result<()> {
-    let mut buf = put(std::mem::take(out), &batches.len())?;
+    put_varint(out, batches.len() as u64);
     for (stream, first_version, events) in batches {
-        buf = put(buf, stream)?;
-        buf = put(buf, &first_version)?;
-        buf.extend_from_slice(events);
+        put_text(out, stream);
+        put_varint(out, first_version);
+        out.extend_from_slice(events);
     }
-    *out = buf;
     Ok(())
-}
-
-/// Appends `value` to `out` as postcard encodes it.
-fn put<T: Serialize + ?Sized>(out: Vec<u8>, value: &T) -> Result<Vec<u8>> {
-    postcard::to_extend(value, out).map_err(|e| LogError::Payload(e.to_string()))
 }
 
 #[cfg(test)]
