@@ -1,9 +1,10 @@
 //! The in-memory part of the index: frames committed to the log but not yet applied to the
 //! persistent index, and the stream batches of segments whose stream index file is not
 //! written yet (the active segment, and a sealed one until the indexer has written its file).
-//! The writer adds to it before acknowledging; the indexer removes what it persisted.
-//! Readers consult it first, then the persistent index, so a read never misses an
-//! acknowledged event.
+//! The writer adds a group to it before the group's fdatasync (staging); readers take only
+//! entries below the committed position, so nothing unacknowledged shows. The indexer removes
+//! what it persisted. Readers consult it first, then the persistent index, so a read never
+//! misses an acknowledged event.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

@@ -76,14 +76,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// Makes a committed group visible: recent index, heads, committed position.
-    pub fn publish(&self, frames: &[FrameSummary], committed: u64) {
-        {
-            let mut r = lock(&self.recent);
-            for f in frames {
-                r.add(f);
-            }
+    /// Enters a written group's frames in the recent index ahead of their commit, off the
+    /// syncer's path between two fdatasyncs. Readers look there only below the committed
+    /// position, so the entries stay unseen until [`Inner::publish`] (and for good if the
+    /// group fails: the store is then read-only).
+    pub fn stage(&self, frames: &[FrameSummary]) {
+        let mut r = lock(&self.recent);
+        for f in frames {
+            r.add(f);
         }
+    }
+
+    /// Makes a committed group visible (its frames staged already): heads, committed position.
+    pub fn publish(&self, frames: &[FrameSummary], committed: u64) {
         {
             let mut h = self.heads.write().unwrap_or_else(|p| p.into_inner());
             for f in frames {
@@ -150,11 +155,12 @@ impl Inner {
     /// The frame holding `position`: from the recent index, or by scanning forwards from the
     /// sparse index's floor entry.
     fn frame_at(&self, position: u64) -> Result<Option<FrameEntry>> {
-        if let Some(f) = lock(&self.recent).frame_at(position) {
-            return Ok(Some(f));
-        }
+        // Before the recent index: it holds staged frames beyond the committed position.
         if position >= self.committed_position() {
             return Ok(None);
+        }
+        if let Some(f) = lock(&self.recent).frame_at(position) {
+            return Ok(Some(f));
         }
         let Some(floor) = self.index.frame_floor(position)? else {
             return Ok(None);
@@ -230,11 +236,19 @@ impl Inner {
             return Ok(Vec::new());
         };
         // Recent first, then the index: a batch moving from one to the other in between is
-        // found in at least one of them.
+        // found in at least one of them. Only committed batches: the writer stages a group's
+        // batches before its commit (the position is read first, so every batch below it
+        // is in the recent index by then).
+        let committed = self.committed_position();
         let recent: Vec<BatchEntry> = lock(&self.recent)
             .batches
             .get(&number)
-            .map(|v| v.iter().copied().collect())
+            .map(|v| {
+                v.iter()
+                    .filter(|b| b.first_position < committed)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
         let backwards = dir == Direction::Backwards;
         let mut all = self.sealed_batches(number, from, backwards, limit)?;

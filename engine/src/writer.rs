@@ -367,6 +367,9 @@ impl Writer {
             }
             match self.log.write_pending() {
                 Ok(commit) => {
+                    if !summaries.is_empty() {
+                        self.inner.stage(&summaries);
+                    }
                     let job = CommitJob {
                         commit,
                         summaries,
