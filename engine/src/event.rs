@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use orchestrix_log::{EventRecord, EventView, FrameLocation, LogError};
+use orchestrix_log::{EventRecord, EventSpans, Span};
 use uuid::Uuid;
 
 /// What an append expects of the stream's current version.
@@ -216,94 +216,34 @@ pub struct RecordedEvent {
     metadata: Vec<(Span, Span)>,
 }
 
-/// Where a field lies in the frame; `len == ABSENT` for a field that is not set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    len: u32,
-}
-
-impl Span {
-    const ABSENT: u32 = u32::MAX;
-    const NONE: Span = Span {
-        start: 0,
-        len: Span::ABSENT,
-    };
-}
-
-/// Tells the spans of the fields of one event inside its frame. Each field is placed with a
-/// subtraction; whether all of them lie inside the frame is checked once at the end (one
-/// flag, no early return per field), since they were all decoded from it.
-struct Spans<'f> {
-    frame: &'f [u8],
-    outside: bool,
-}
-
-impl<'f> Spans<'f> {
-    /// `None` for a frame too large for `u32` spans (one whose every length would not
-    /// differ from [`Span::ABSENT`]).
-    fn new(frame: &'f [u8]) -> Option<Self> {
-        (frame.len() < Span::ABSENT as usize).then_some(Spans {
-            frame,
-            outside: false,
-        })
-    }
-
-    fn of(&mut self, part: &[u8]) -> Span {
-        // A part starting before the frame wraps around to a huge offset.
-        let start = (part.as_ptr() as usize).wrapping_sub(self.frame.as_ptr() as usize);
-        let n = self.frame.len();
-        self.outside |= start > n || part.len() > n.wrapping_sub(start);
-        Span {
-            start: start as u32,
-            len: part.len() as u32,
-        }
-    }
-
-    fn of_opt(&mut self, part: Option<&str>) -> Span {
-        match part {
-            Some(p) => self.of(p.as_bytes()),
-            None => Span::NONE,
-        }
-    }
-
-    /// `value` if every span told lies inside the frame.
-    fn inside<T>(&self, value: T) -> Option<T> {
-        (!self.outside).then_some(value)
-    }
-}
-
 impl RecordedEvent {
-    /// The event `e` of stream `stream`, decoded from `frame` (found at `loc`), which `e`
-    /// and `stream` borrow from.
-    pub(crate) fn from_view(
-        e: &EventView<'_>,
-        frame: &Bytes,
-        loc: FrameLocation,
-        stream: &str,
-        version: u64,
-        position: u64,
-    ) -> crate::Result<RecordedEvent> {
-        Self::from_view_owning(e, frame.clone(), loc, stream, version, position)
-    }
-
-    /// [`RecordedEvent::from_view`] with a handle of its own on the frame, given rather than
-    /// cloned: `frame` must hold the bytes `e` and `stream` were decoded from (a clone of
-    /// the decoded handle does). [`RecordedEvent::into_frame`] gives it back.
-    pub(crate) fn from_view_owning(
-        e: &EventView<'_>,
+    /// The event `e` of the stream whose id lies at `stream`, both decoded from `frame` (a
+    /// frame's payload): shares the frame, copies none of its bytes.
+    #[inline]
+    pub(crate) fn from_spans(
+        e: &EventSpans,
         frame: Bytes,
-        loc: FrameLocation,
-        stream: &str,
+        stream: Span,
         version: u64,
         position: u64,
-    ) -> crate::Result<RecordedEvent> {
-        Self::spans(e, frame, stream, version, position).ok_or_else(|| {
-            crate::store::corrupted_payload(
-                loc,
-                LogError::Payload("a decoded field lies outside its frame".into()),
-            )
-        })
+    ) -> RecordedEvent {
+        RecordedEvent {
+            position,
+            version,
+            id: Uuid::from_bytes(e.id),
+            time_unix_nanos: e.time_unix_nanos,
+            frame,
+            stream,
+            event_type: e.event_type,
+            source: e.source,
+            subject: e.subject,
+            data_content_type: e.data_content_type,
+            data_schema: e.data_schema,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+            data: e.data,
+            metadata: e.metadata.clone(),
+        }
     }
 
     /// The handle on the frame this event was read from.
@@ -311,46 +251,8 @@ impl RecordedEvent {
         self.frame
     }
 
-    fn spans(
-        e: &EventView<'_>,
-        frame: Bytes,
-        stream: &str,
-        version: u64,
-        position: u64,
-    ) -> Option<RecordedEvent> {
-        let mut at = Spans::new(&frame)?;
-        let metadata = e
-            .metadata
-            .iter()
-            .map(|(k, v)| (at.of(k.as_bytes()), at.of(v.as_bytes())))
-            .collect();
-        let event = RecordedEvent {
-            position,
-            version,
-            id: Uuid::from_bytes(e.id),
-            time_unix_nanos: e.time_unix_nanos,
-            stream: at.of(stream.as_bytes()),
-            event_type: at.of(e.event_type.as_bytes()),
-            source: at.of(e.source.as_bytes()),
-            subject: at.of_opt(e.subject),
-            data_content_type: at.of_opt(e.data_content_type),
-            data_schema: at.of_opt(e.data_schema),
-            correlation_id: at.of_opt(e.correlation_id),
-            causation_id: at.of_opt(e.causation_id),
-            data: at.of(e.data),
-            metadata,
-            frame: Bytes::new(),
-        };
-        at.inside(())?;
-        Some(RecordedEvent { frame, ..event })
-    }
-
     fn bytes(&self, s: Span) -> Option<&[u8]> {
-        if s.len == Span::ABSENT {
-            return None;
-        }
-        let start = s.start as usize;
-        self.frame.get(start..start + s.len as usize)
+        s.slice(&self.frame)
     }
 
     /// Text fields were checked to be UTF-8 when the frame was decoded.
@@ -503,47 +405,21 @@ impl ReadFilter {
             stream_prefix: Some(prefix.into()),
         }
     }
-    pub(crate) fn passes_stream(&self, stream: &str) -> bool {
+    /// Whether a stream id (its UTF-8 bytes) passes.
+    pub(crate) fn passes_stream(&self, stream: &[u8]) -> bool {
         self.stream_prefix
             .as_deref()
-            .is_none_or(|p| stream.starts_with(p))
+            .is_none_or(|p| stream.starts_with(p.as_bytes()))
     }
-    pub(crate) fn passes_type(&self, t: &str) -> bool {
-        self.event_types.is_empty() || self.event_types.iter().any(|x| x == t)
+    /// Whether an event type (its UTF-8 bytes) passes.
+    pub(crate) fn passes_type(&self, t: &[u8]) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|x| x.as_bytes() == t)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spans_are_told_only_for_parts_inside_the_frame() {
-        let buf = [7u8; 64];
-        let whole = &buf[8..40];
-        let told = |part: &[u8]| {
-            let mut at = Spans::new(whole).expect("small frame");
-            let s = at.of(part);
-            at.inside(s)
-        };
-        assert_eq!(told(&buf[8..12]), Some(Span { start: 0, len: 4 }));
-        assert_eq!(told(&buf[20..40]), Some(Span { start: 12, len: 20 }));
-        assert_eq!(told(&buf[40..40]), Some(Span { start: 32, len: 0 }));
-        assert_eq!(told(whole), Some(Span { start: 0, len: 32 }));
-        // Starting before, running past the end, or lying after: refused.
-        assert_eq!(told(&buf[4..12]), None);
-        assert_eq!(told(&buf[7..8]), None);
-        assert_eq!(told(&buf[30..41]), None);
-        assert_eq!(told(&buf[41..50]), None);
-        assert_eq!(told(&[1u8, 2][..]), None);
-        // One part outside spoils the event, whichever field it is.
-        let mut at = Spans::new(whole).expect("small frame");
-        at.of(&buf[8..9]);
-        at.of_opt(None);
-        at.of(&buf[50..51]);
-        at.of(&buf[9..10]);
-        assert_eq!(at.inside(()), None);
-    }
 
     #[test]
     fn new_ids_are_v7_ordered_per_thread_and_carry_the_event_time() {

@@ -14,7 +14,9 @@ use orchestrix_index::streams::{ChunkRow, StreamEntry, StreamFiles};
 use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index, StreamHead};
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::record::encode_events;
-use orchestrix_log::{Bytes, Checkpoint, FrameLocation, FrameView, LogConfig, LogError, LogReader};
+use orchestrix_log::{
+    Bytes, Checkpoint, FrameLocation, FrameSpans, LogConfig, LogError, LogReader, Span,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
@@ -197,19 +199,24 @@ impl Inner {
             )));
         };
         let (first, count, payload) = self.read_frame(f.location)?;
-        let p = decode_view(&payload, count, f.location)?;
+        let mut p = FrameSpans::default();
+        decode_spans(&mut p, &payload, count, f.location)?;
         let mut pos = first;
         for b in &p.batches {
             let n = b.events.len() as u64;
             if position < pos + n {
                 let i = (position - pos) as usize;
                 let version = b.first_version + i as u64;
-                let Some(e) = b.events.get(i) else {
+                let Some(e) = p.events_of(b).get(i) else {
                     break;
                 };
-                return RecordedEvent::from_view(
-                    e, &payload, f.location, b.stream, version, position,
-                );
+                return Ok(RecordedEvent::from_spans(
+                    e,
+                    payload.clone(),
+                    b.stream,
+                    version,
+                    position,
+                ));
             }
             pos += n;
         }
@@ -363,6 +370,8 @@ impl Inner {
             return Ok(out);
         }
         let mut next = from_version;
+        // One decoding of frame after frame into the same lists.
+        let mut p = FrameSpans::default();
         loop {
             let batches = self.stream_batches(stream, next, direction, 64)?;
             if batches.is_empty() {
@@ -372,12 +381,14 @@ impl Inner {
             self.reader.prefetch(batches.iter().map(|b| b.location));
             for b in batches {
                 let (first_pos, count, payload) = self.read_frame(b.location)?;
-                let p = decode_view(&payload, count, b.location)?;
+                decode_spans(&mut p, &payload, count, b.location)?;
                 let mut pos = first_pos;
                 let mut events = None;
                 for sb in &p.batches {
                     let n = sb.events.len() as u64;
-                    if sb.stream == stream && sb.first_version == b.first_version {
+                    if sb.first_version == b.first_version
+                        && sb.stream.slice(&payload) == Some(stream.as_bytes())
+                    {
                         events = Some((sb, pos));
                         break;
                     }
@@ -391,10 +402,9 @@ impl Inner {
                 };
                 let build = |i: usize, e| {
                     let version = sb.first_version + i as u64;
-                    RecordedEvent::from_view(
+                    RecordedEvent::from_spans(
                         e,
-                        &payload,
-                        b.location,
+                        payload.clone(),
                         sb.stream,
                         version,
                         pos + i as u64,
@@ -402,12 +412,12 @@ impl Inner {
                 };
                 match direction {
                     Direction::Forwards => {
-                        for (i, e) in sb.events.iter().enumerate() {
+                        for (i, e) in p.events_of(sb).iter().enumerate() {
                             let version = sb.first_version + i as u64;
                             if version >= next {
                                 next = version + 1;
                                 progressed = true;
-                                out.push(build(i, e)?);
+                                out.push(build(i, e));
                                 if out.len() >= max_count {
                                     return Ok(out);
                                 }
@@ -415,11 +425,11 @@ impl Inner {
                         }
                     }
                     Direction::Backwards => {
-                        for (i, e) in sb.events.iter().enumerate().rev() {
+                        for (i, e) in p.events_of(sb).iter().enumerate().rev() {
                             let version = sb.first_version + i as u64;
                             if version <= next {
                                 progressed = true;
-                                out.push(build(i, e)?);
+                                out.push(build(i, e));
                                 if out.len() >= max_count || version == 0 {
                                     return Ok(out);
                                 }
@@ -461,25 +471,28 @@ impl Inner {
                     return Ok(out);
                 }
                 let mut pos = from_position.min(end - 1);
+                let mut p = FrameSpans::default();
                 while let Some(f) = self.frame_at(pos)? {
                     let (first, count, payload) = self.read_frame(f.location)?;
-                    let p = decode_view(&payload, count, f.location)?;
+                    decode_spans(&mut p, &payload, count, f.location)?;
                     let mut evs = Vec::new();
                     let mut at = first;
                     for b in &p.batches {
-                        for (i, e) in b.events.iter().enumerate() {
+                        let pass_stream =
+                            filter.passes_stream(b.stream.slice(&payload).unwrap_or_default());
+                        for (i, e) in p.events_of(b).iter().enumerate() {
                             if at <= pos
-                                && filter.passes_stream(b.stream)
-                                && filter.passes_type(e.event_type)
+                                && pass_stream
+                                && filter
+                                    .passes_type(e.event_type.slice(&payload).unwrap_or_default())
                             {
-                                evs.push(RecordedEvent::from_view(
+                                evs.push(RecordedEvent::from_spans(
                                     e,
-                                    &payload,
-                                    f.location,
+                                    payload.clone(),
                                     b.stream,
                                     b.first_version + i as u64,
                                     at,
-                                )?);
+                                ));
                             }
                             at += 1;
                         }
@@ -517,29 +530,32 @@ impl Inner {
         };
         let mut scanner = self.reader.scan_from(f.location.segment, f.location.offset);
         let mut next = from_position;
+        let mut p = FrameSpans::default();
         while let Some((loc, h, payload)) = scanner.next_frame()? {
             if h.first_position >= end {
                 break;
             }
-            let p = decode_view(&payload, h.event_count, loc)?;
+            decode_spans(&mut p, &payload, h.event_count, loc)?;
             // One handle on the frame, passed from each visited event to the next: events
             // visited by reference cost no reference count each.
             let mut handle = None;
             let mut at = h.first_position;
             for b in &p.batches {
-                let pass_stream = filter.passes_stream(b.stream);
-                for (i, e) in b.events.iter().enumerate() {
+                let pass_stream =
+                    filter.passes_stream(b.stream.slice(&payload).unwrap_or_default());
+                for (i, e) in p.events_of(b).iter().enumerate() {
                     if at >= next {
                         next = at + 1;
-                        if pass_stream && filter.passes_type(e.event_type) {
-                            let ev = RecordedEvent::from_view_owning(
+                        if pass_stream
+                            && filter.passes_type(e.event_type.slice(&payload).unwrap_or_default())
+                        {
+                            let ev = RecordedEvent::from_spans(
                                 e,
                                 handle.take().unwrap_or_else(|| payload.clone()),
-                                loc,
                                 b.stream,
                                 b.first_version + i as u64,
                                 at,
-                            )?;
+                            );
                             let go_on = visit(&ev);
                             handle = Some(ev.into_frame());
                             if !go_on {
@@ -555,9 +571,22 @@ impl Inner {
     }
 }
 
-/// Decodes a frame's payload in place.
-fn decode_view(payload: &[u8], event_count: u32, loc: FrameLocation) -> Result<FrameView<'_>> {
-    FrameView::decode(payload, event_count).map_err(|e| corrupted_payload(loc, e))
+/// Decodes a frame's payload into the places of its fields (in place of what `p` held).
+fn decode_spans(
+    p: &mut FrameSpans,
+    payload: &[u8],
+    event_count: u32,
+    loc: FrameLocation,
+) -> Result<()> {
+    p.decode(payload, event_count)
+        .map_err(|e| corrupted_payload(loc, e))
+}
+
+/// A text field of a decoded payload (checked to be UTF-8 by the decoder).
+fn text(payload: &[u8], s: Span) -> &str {
+    s.slice(payload)
+        .and_then(orchestrix_log::record::utf8)
+        .unwrap_or_default()
 }
 
 pub(crate) fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
@@ -573,7 +602,8 @@ pub(crate) fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
 pub(crate) fn summarize(
     loc: FrameLocation,
     first_position: u64,
-    p: &FrameView<'_>,
+    p: &FrameSpans,
+    payload: &[u8],
     heads: &mut StreamHeads,
 ) -> FrameSummary {
     let mut batches = Vec::with_capacity(p.batches.len());
@@ -581,7 +611,10 @@ pub(crate) fn summarize(
     let mut min_time = i64::MAX;
     let mut pos = first_position;
     for b in &p.batches {
-        let (head, stream) = heads.advance(b.stream, b.first_version + b.events.len() as u64 - 1);
+        let (head, stream) = heads.advance(
+            text(payload, b.stream),
+            b.first_version + b.events.len() as u64 - 1,
+        );
         batches.push(BatchSummary {
             stream,
             stream_number: head.number,
@@ -589,10 +622,11 @@ pub(crate) fn summarize(
             first_position: pos,
             count: b.events.len() as u32,
         });
-        for e in &b.events {
+        for e in p.events_of(b) {
             pos += 1;
-            if !types.iter().any(|t| **t == *e.event_type) {
-                types.push(e.event_type.into());
+            let event_type = text(payload, e.event_type);
+            if !types.iter().any(|t| **t == *event_type) {
+                types.push(event_type.into());
             }
             min_time = min_time.min(e.time_unix_nanos);
         }
@@ -653,7 +687,7 @@ impl<'a> SegmentCollector<'a> {
         &mut self,
         loc: FrameLocation,
         first_position: u64,
-        p: &FrameView<'_>,
+        p: &FrameSpans,
         summary: &FrameSummary,
     ) -> std::result::Result<(), orchestrix_index::IndexError> {
         if self.segment != Some(loc.segment) {
@@ -694,9 +728,8 @@ impl<'a> SegmentCollector<'a> {
 }
 
 /// Adds the ids of a frame's events, at their positions, to `map`.
-fn insert_ids(map: &mut IdMap, first_position: u64, p: &FrameView<'_>) {
-    let events = p.batches.iter().flat_map(|b| &b.events);
-    for (e, position) in events.zip(first_position..) {
+fn insert_ids(map: &mut IdMap, first_position: u64, p: &FrameSpans) {
+    for (e, position) in p.events.iter().zip(first_position..) {
         map.insert(e.id, position);
     }
 }
@@ -713,11 +746,12 @@ fn scan_segment(
     let mut entries = Vec::new();
     let mut scanner =
         reader.scan_from(segment, orchestrix_log::segment::SEGMENT_HEADER_SIZE as u64);
+    let mut p = FrameSpans::default();
     while let Some((loc, h, payload)) = scanner.next_frame()? {
         if loc.segment != segment {
             break;
         }
-        let p = decode_view(&payload, h.event_count, loc)?;
+        decode_spans(&mut p, &payload, h.event_count, loc)?;
         if with_ids {
             insert_ids(&mut ids, h.first_position, &p);
         }
@@ -726,10 +760,11 @@ fn scan_segment(
         };
         let mut pos = h.first_position;
         for b in &p.batches {
-            let Some(head) = heads.get(b.stream) else {
+            let stream = text(&payload, b.stream);
+            let Some(head) = heads.get(stream) else {
                 return Err(corrupted_payload(
                     loc,
-                    LogError::Payload(format!("stream {:?} has no head", b.stream)),
+                    LogError::Payload(format!("stream {stream:?} has no head")),
                 ));
             };
             let count = b.events.len() as u32;
@@ -887,21 +922,22 @@ impl Store {
             let mut last_cp = checkpoint;
             let mut touched: HashMap<String, StreamHead> = HashMap::new();
             let mut collector = SegmentCollector::new(&ids, &streams);
+            let mut spans = FrameSpans::default();
             let opened = orchestrix_log::open(
                 vfs.clone(),
                 &log_dir,
                 config.clone(),
                 checkpoint,
                 &mut |loc, h, payload| {
-                    let p = FrameView::decode(payload, h.event_count).map_err(|e| {
-                        LogError::Corrupted {
+                    spans
+                        .decode(payload, h.event_count)
+                        .map_err(|e| LogError::Corrupted {
                             segment: orchestrix_log::segment::file_name(loc.segment),
                             offset: loc.offset,
                             reason: e.to_string(),
-                        }
-                    })?;
-                    let summary = summarize(loc, h.first_position, &p, &mut heads);
-                    if let Err(e) = collector.frame(loc, h.first_position, &p, &summary) {
+                        })?;
+                    let summary = summarize(loc, h.first_position, &spans, payload, &mut heads);
+                    if let Err(e) = collector.frame(loc, h.first_position, &spans, &summary) {
                         apply_error = Some(e.into());
                         return Err(LogError::Payload("writing an index file failed".into()));
                     }
@@ -1305,6 +1341,7 @@ impl Store {
         }
         let mut scanner = self.inner.reader.scan();
         let mut expected = 0u64;
+        let mut p = FrameSpans::default();
         while let Some((loc, h, payload)) = scanner.next_frame()? {
             if h.first_position != expected {
                 return Err(StoreError::Log(LogError::Corrupted {
@@ -1316,26 +1353,26 @@ impl Store {
                     ),
                 }));
             }
-            let p = decode_view(&payload, h.event_count, loc)?;
+            decode_spans(&mut p, &payload, h.event_count, loc)?;
             // Every stream batch of the frame must be indexed at this frame.
             for b in &p.batches {
+                let stream = text(&payload, b.stream);
                 let found =
                     self.inner
-                        .stream_batches(b.stream, b.first_version, Direction::Forwards, 1)?;
+                        .stream_batches(stream, b.first_version, Direction::Forwards, 1)?;
                 let ok = found
                     .first()
                     .is_some_and(|e| e.first_version == b.first_version && e.location == loc);
                 if !ok {
                     return Err(StoreError::InvalidInput(format!(
                         "index disagrees with the log: stream {:?} version {} is in {} at offset {}",
-                        b.stream,
+                        stream,
                         b.first_version,
                         orchestrix_log::segment::file_name(loc.segment),
                         loc.offset
                     )));
                 }
             }
-            drop(p);
             expected = h.next_position();
         }
         Ok(expected)

@@ -23,6 +23,7 @@ pub use crate::log::{
     PendingCommit, RecoveryReport, SegmentInfo, EARLY_WRITEBACK_BYTES,
 };
 pub use crate::record::{
-    EventRecord, EventView, FramePayload, FrameView, StreamBatch, StreamBatchView,
+    BatchSpans, EventRecord, EventSpans, EventView, FramePayload, FrameSpans, FrameView, Span,
+    StreamBatch, StreamBatchView,
 };
 pub use bytes::Bytes;

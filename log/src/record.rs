@@ -154,15 +154,182 @@ impl<'a> FrameView<'a> {
     /// through serde); it accepts exactly what [`FramePayload::decode`] accepts (the
     /// `frame_decoder` fuzz target and a property test check both).
     pub fn decode(bytes: &'a [u8], event_count: u32) -> Result<FrameView<'a>> {
-        let p = Reader { buf: bytes }
-            .frame()
-            .map_err(|why| LogError::Payload(why.into()))?;
+        let mut spans = FrameSpans::default();
+        spans.decode(bytes, event_count)?;
+        // The decoder checked every text span.
+        let text = |s: Span| s.slice(bytes).and_then(utf8).unwrap_or_default();
+        let opt = |s: Span| s.slice(bytes).map(|b| utf8(b).unwrap_or_default());
+        let batches = spans
+            .batches
+            .iter()
+            .map(|b| StreamBatchView {
+                stream: text(b.stream),
+                first_version: b.first_version,
+                events: spans
+                    .events_of(b)
+                    .iter()
+                    .map(|e| EventView {
+                        id: e.id,
+                        event_type: text(e.event_type),
+                        source: text(e.source),
+                        subject: opt(e.subject),
+                        time_unix_nanos: e.time_unix_nanos,
+                        data_content_type: opt(e.data_content_type),
+                        data_schema: opt(e.data_schema),
+                        correlation_id: opt(e.correlation_id),
+                        causation_id: opt(e.causation_id),
+                        metadata: e
+                            .metadata
+                            .iter()
+                            .map(|&(k, v)| (text(k), text(v)))
+                            .collect(),
+                        data: e.data.slice(bytes).unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(FrameView { batches })
+    }
+}
+
+/// Where a field lies in a frame's payload: `len` bytes from `start`, or, with `len ==`
+/// [`Span::ABSENT`], an optional field that is not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Offset of the first byte in the payload.
+    pub start: u32,
+    /// Length in bytes, or [`Span::ABSENT`].
+    pub len: u32,
+}
+
+impl Span {
+    /// The `len` of a field that is not set.
+    pub const ABSENT: u32 = u32::MAX;
+    /// A field that is not set.
+    pub const NONE: Span = Span {
+        start: 0,
+        len: Span::ABSENT,
+    };
+
+    /// The field's bytes in `payload`; `None` when it is not set (or lies outside `payload`).
+    #[inline]
+    pub fn slice(self, payload: &[u8]) -> Option<&[u8]> {
+        if self.len == Span::ABSENT {
+            return None;
+        }
+        let start = self.start as usize;
+        payload.get(start..start + self.len as usize)
+    }
+}
+
+/// One event of a frame as the places of its fields in the payload (text fields checked to
+/// be UTF-8 when decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpans {
+    /// Unique id (a UUID).
+    pub id: [u8; 16],
+    /// CloudEvents `type`.
+    pub event_type: Span,
+    /// CloudEvents `source`.
+    pub source: Span,
+    /// CloudEvents `subject` (optional).
+    pub subject: Span,
+    /// CloudEvents `time`, nanoseconds since the Unix epoch.
+    pub time_unix_nanos: i64,
+    /// CloudEvents `datacontenttype` (optional).
+    pub data_content_type: Span,
+    /// CloudEvents `dataschema` (optional).
+    pub data_schema: Span,
+    /// Correlation id (optional).
+    pub correlation_id: Span,
+    /// Causation id (optional).
+    pub causation_id: Span,
+    /// Free metadata, keys and values, in insertion order.
+    pub metadata: Vec<(Span, Span)>,
+    /// The event's data.
+    pub data: Span,
+}
+
+/// One stream batch of a frame: its stream id's place, its first version, and which of the
+/// frame's events it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSpans {
+    /// Stream id.
+    pub stream: Span,
+    /// Version of the first event of the batch in its stream.
+    pub first_version: u64,
+    /// The batch's events: indexes into [`FrameSpans::events`].
+    pub events: std::ops::Range<usize>,
+}
+
+/// A frame's payload decoded into the places of its fields: the read path's form. Nothing is
+/// copied out of the payload, and one `FrameSpans` decodes frame after frame into the same
+/// two lists (no allocation per frame once they have grown).
+///
+/// ```
+/// use orchestrix_log::record::{encode_payload, FrameSpans};
+/// use orchestrix_log::EventRecord;
+///
+/// let event = EventRecord {
+///     id: [7; 16],
+///     event_type: "Placed".into(),
+///     source: "shop".into(),
+///     subject: None,
+///     time_unix_nanos: 0,
+///     data_content_type: Some("application/json".into()),
+///     data_schema: None,
+///     correlation_id: None,
+///     causation_id: None,
+///     metadata: Vec::new(),
+///     data: b"{}".to_vec(),
+/// };
+/// let mut payload = Vec::new();
+/// encode_payload(&mut payload, [("order-1", 0, std::slice::from_ref(&event))].into_iter())?;
+/// let mut spans = FrameSpans::default();
+/// spans.decode(&payload, 1)?;
+/// let batch = &spans.batches[0];
+/// assert_eq!(batch.stream.slice(&payload), Some(&b"order-1"[..]));
+/// let e = &spans.events_of(batch)[0];
+/// assert_eq!(e.event_type.slice(&payload), Some(&b"Placed"[..]));
+/// assert_eq!(e.data.slice(&payload), Some(&b"{}"[..]));
+/// # Ok::<(), orchestrix_log::LogError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameSpans {
+    /// The batches, in position order.
+    pub batches: Vec<BatchSpans>,
+    /// The events of all batches, in position order.
+    pub events: Vec<EventSpans>,
+}
+
+impl FrameSpans {
+    /// Decodes `bytes` (a frame's payload) in place of what this held, checking that it holds
+    /// exactly `event_count` events and nothing after them, and that every text field is
+    /// UTF-8. Hand-written for the read path; it accepts exactly what
+    /// [`FramePayload::decode`] accepts (the `frame_decoder` fuzz target and a property test
+    /// check both, through [`FrameView::decode`], which is built on it).
+    pub fn decode(&mut self, bytes: &[u8], event_count: u32) -> Result<()> {
+        self.batches.clear();
+        self.events.clear();
+        if bytes.len() >= Span::ABSENT as usize {
+            return Err(LogError::Payload("payload too large for a frame".into()));
+        }
+        Reader {
+            buf: bytes,
+            total: bytes.len(),
+        }
+        .frame(self)
+        .map_err(|why| LogError::Payload(why.into()))?;
         check_counts(
-            p.event_count(),
-            p.batches.iter().map(|b| b.events.len()),
+            self.events.len(),
+            self.batches.iter().map(|b| b.events.len()),
             event_count,
-        )?;
-        Ok(p)
+        )
+    }
+
+    /// The events of `batch` (one of [`FrameSpans::batches`]).
+    pub fn events_of(&self, batch: &BatchSpans) -> &[EventSpans] {
+        self.events.get(batch.events.clone()).unwrap_or_default()
     }
 }
 
@@ -176,6 +343,8 @@ const BATCH_BYTES_MIN: usize = 3;
 /// length before strings, byte strings and sequences, a 0/1 tag before options, arrays raw.
 struct Reader<'a> {
     buf: &'a [u8],
+    /// Length of the whole payload (`buf` is what is left of it).
+    total: usize,
 }
 
 type Step<T> = std::result::Result<T, &'static str>;
@@ -245,42 +414,52 @@ impl<'a> Reader<'a> {
         usize::try_from(self.varint()?).map_err(|_| "length out of range")
     }
 
-    fn bytes(&mut self) -> Step<&'a [u8]> {
+    /// A text field: its place, once its bytes are checked to be UTF-8.
+    fn text(&mut self) -> Step<Span> {
         let n = self.len()?;
-        self.take(n)
+        // Below `total` (< u32::MAX, checked by the caller): the casts cannot truncate.
+        let start = (self.total - self.buf.len()) as u32;
+        utf8(self.take(n)?).ok_or("string is not UTF-8")?;
+        Ok(Span {
+            start,
+            len: n as u32,
+        })
     }
 
-    fn str(&mut self) -> Step<&'a str> {
-        utf8(self.bytes()?).ok_or("string is not UTF-8")
-    }
-
-    fn opt_str(&mut self) -> Step<Option<&'a str>> {
+    fn opt_text(&mut self) -> Step<Span> {
         match self.byte()? {
-            0 => Ok(None),
-            1 => self.str().map(Some),
+            0 => Ok(Span::NONE),
+            1 => self.text(),
             _ => Err("bad option tag"),
         }
     }
 
-    fn event(&mut self) -> Step<EventView<'a>> {
-        let mut id = [0u8; 16];
-        id.copy_from_slice(self.take(16)?);
-        let event_type = self.str()?;
-        let source = self.str()?;
-        let subject = self.opt_str()?;
+    fn event(&mut self) -> Step<EventSpans> {
+        let id = *self
+            .take(16)?
+            .first_chunk::<16>()
+            .ok_or("payload ends early")?;
+        let event_type = self.text()?;
+        let source = self.text()?;
+        let subject = self.opt_text()?;
         let z = self.varint()?;
         let time_unix_nanos = (z >> 1) as i64 ^ -((z & 1) as i64);
-        let data_content_type = self.opt_str()?;
-        let data_schema = self.opt_str()?;
-        let correlation_id = self.opt_str()?;
-        let causation_id = self.opt_str()?;
+        let data_content_type = self.opt_text()?;
+        let data_schema = self.opt_text()?;
+        let correlation_id = self.opt_text()?;
+        let causation_id = self.opt_text()?;
         let n = self.len()?;
         let mut metadata = Vec::with_capacity(n.min(self.buf.len() / 2));
         for _ in 0..n {
-            metadata.push((self.str()?, self.str()?));
+            metadata.push((self.text()?, self.text()?));
         }
-        let data = self.bytes()?;
-        Ok(EventView {
+        let n = self.len()?;
+        let data = Span {
+            start: (self.total - self.buf.len()) as u32,
+            len: n as u32,
+        };
+        self.take(n)?;
+        Ok(EventSpans {
             id,
             event_type,
             source,
@@ -295,27 +474,28 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn frame(mut self) -> Step<FrameView<'a>> {
+    fn frame(mut self, out: &mut FrameSpans) -> Step<()> {
         let n = self.len()?;
-        let mut batches = Vec::with_capacity(n.min(self.buf.len() / BATCH_BYTES_MIN));
+        out.batches.reserve(n.min(self.buf.len() / BATCH_BYTES_MIN));
         for _ in 0..n {
-            let stream = self.str()?;
+            let stream = self.text()?;
             let first_version = self.varint()?;
             let m = self.len()?;
-            let mut events = Vec::with_capacity(m.min(self.buf.len() / EVENT_BYTES_MIN));
+            out.events.reserve(m.min(self.buf.len() / EVENT_BYTES_MIN));
+            let first = out.events.len();
             for _ in 0..m {
-                events.push(self.event()?);
+                out.events.push(self.event()?);
             }
-            batches.push(StreamBatchView {
+            out.batches.push(BatchSpans {
                 stream,
                 first_version,
-                events,
+                events: first..out.events.len(),
             });
         }
         if !self.buf.is_empty() {
             return Err("bytes after the last event");
         }
-        Ok(FrameView { batches })
+        Ok(())
     }
 }
 
@@ -638,14 +818,22 @@ mod tests {
             for tail in [0usize, 10] {
                 let mut buf = enc.clone();
                 buf.extend(std::iter::repeat_n(0x55, tail));
-                let mut r = Reader { buf: &buf };
+                let mut r = Reader {
+                    buf: &buf,
+                    total: buf.len(),
+                };
                 assert_eq!(r.varint(), Ok(v), "{v} with {tail} bytes after");
                 assert_eq!(r.buf.len(), tail);
             }
             // Cut short: fails whichever path reads it.
             enc.pop();
             if !enc.is_empty() {
-                assert!(Reader { buf: &enc }.varint().is_err());
+                assert!(Reader {
+                    buf: &enc,
+                    total: enc.len()
+                }
+                .varint()
+                .is_err());
             }
         }
         // Eleven continuation bytes, or a tenth byte above 1: out of range on both paths.
@@ -653,7 +841,14 @@ mod tests {
             for tail in [0usize, 10] {
                 let mut buf = bad.clone();
                 buf.extend(std::iter::repeat_n(0x00, tail));
-                assert_eq!(Reader { buf: &buf }.varint(), Err("varint out of range"));
+                assert_eq!(
+                    Reader {
+                        buf: &buf,
+                        total: buf.len()
+                    }
+                    .varint(),
+                    Err("varint out of range")
+                );
             }
         }
     }
