@@ -365,17 +365,22 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    /// Most varints here (lengths, flags, small versions) are one byte: that case is inlined
-    /// where a varint is read, the others are not.
+    /// Most varints here (lengths, flags, small versions) are one byte, and most others two
+    /// (data lengths up to 16 KiB): those cases are inlined where a varint is read, the
+    /// others (event times) are not.
     #[inline]
     fn varint(&mut self) -> Step<u64> {
-        if let Some((&b, rest)) = self.buf.split_first() {
-            if b < 0x80 {
+        match *self.buf {
+            [b, ref rest @ ..] if b < 0x80 => {
                 self.buf = rest;
-                return Ok(u64::from(b));
+                Ok(u64::from(b))
             }
+            [b, c, ref rest @ ..] if c < 0x80 => {
+                self.buf = rest;
+                Ok(u64::from(b & 0x7f) | u64::from(c) << 7)
+            }
+            _ => self.long_varint(),
         }
-        self.long_varint()
     }
 
     #[inline(never)]
