@@ -70,12 +70,18 @@ impl StreamHeads {
     }
 
     /// Sets a stream's head as the writer decided it (the readers' copy).
-    pub fn set(&mut self, stream: &str, head: StreamHead) {
-        match self.map.get_mut(stream) {
+    pub fn set(&mut self, stream: &Arc<str>, head: StreamHead) {
+        match self.map.get_mut(&**stream) {
             Some(e) => e.head = head,
             None => {
-                let name: Arc<str> = stream.into();
-                self.map.insert(name.clone(), Entry { head, name });
+                // The writer's copy of the id, shared (no new string per new stream).
+                self.map.insert(
+                    stream.clone(),
+                    Entry {
+                        head,
+                        name: stream.clone(),
+                    },
+                );
             }
         }
         self.next_number = self.next_number.max(head.number + 1);

@@ -1475,7 +1475,7 @@ pub(crate) fn validate_and_convert(
             });
         }
         // Encoded here, on the caller's thread, so the writer only copies bytes.
-        let encoded = encode_events(&recs).map_err(StoreError::Log)?;
+        let encoded = encode_events(&recs);
         out.push(AppendPart {
             stream,
             expected,

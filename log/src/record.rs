@@ -559,7 +559,7 @@ pub fn encode_payload<'a>(
 /// The bytes are postcard's for `&[EventRecord]` (a test holds them equal), written field by
 /// field here: serde's generic serializer costs several times more per field, and this runs
 /// for every event appended.
-pub fn encode_events(events: &[EventRecord]) -> Result<Vec<u8>> {
+pub fn encode_events(events: &[EventRecord]) -> Vec<u8> {
     // Room for all of it up front: growing the buffer from empty would copy it several times.
     let size: usize = events.iter().map(size_hint).sum();
     let mut out = Vec::with_capacity(size + 8);
@@ -584,7 +584,7 @@ pub fn encode_events(events: &[EventRecord]) -> Result<Vec<u8>> {
         put_varint(&mut out, e.data.len() as u64);
         out.extend_from_slice(&e.data);
     }
-    Ok(out)
+    out
 }
 
 /// A LEB128 varint, as postcard writes lengths and unsigned integers.
@@ -695,7 +695,7 @@ mod tests {
         }
         for n in 0..=events.len() {
             let want = postcard::to_allocvec(&events[..n]).unwrap();
-            assert_eq!(encode_events(&events[..n]).unwrap(), want, "{n} events");
+            assert_eq!(encode_events(&events[..n]), want, "{n} events");
         }
     }
 
@@ -728,6 +728,49 @@ mod tests {
         assert_eq!(e.metadata, vec![("k", "v")]);
         assert_eq!(e.data, owned.data.as_slice());
         assert!(FrameView::decode(&out[1..], 4).is_err());
+    }
+
+    /// One `FrameSpans` decoding frame after frame (as reads and scans use it) gives what a
+    /// fresh one gives, also after a payload it refused, and its spans read back the fields.
+    #[test]
+    fn reused_spans_decode_like_fresh_ones() {
+        let payload = |batches: &[(&str, u64, &[EventRecord])]| {
+            let mut out = Vec::new();
+            encode_payload(&mut out, batches.iter().copied()).unwrap();
+            out
+        };
+        let big = payload(&[("a", 0, &[ev(1), ev(2), ev(3)]), ("bb", 9, &[ev(4)])]);
+        let small = payload(&[("c", 5, &[ev(5)])]);
+        let mut reused = FrameSpans::default();
+        for (bytes, n) in [(&big, 4), (&small, 1), (&big, 4), (&big, 5), (&small, 1)] {
+            let mut fresh = FrameSpans::default();
+            let want = fresh.decode(bytes, n).map(|()| fresh);
+            let got = reused.decode(bytes, n).map(|()| reused.clone());
+            assert_eq!(got.is_ok(), want.is_ok());
+            if let (Ok(got), Ok(want)) = (got, want) {
+                assert_eq!(got, want);
+            }
+        }
+        reused.decode(&big, 4).unwrap();
+        let b = &reused.batches[1];
+        assert_eq!(b.stream.slice(&big), Some(&b"bb"[..]));
+        assert_eq!(b.first_version, 9);
+        let e = &reused.events_of(b)[0];
+        let owned = ev(4);
+        assert_eq!(e.id, owned.id);
+        assert_eq!(e.event_type.slice(&big), Some(owned.event_type.as_bytes()));
+        assert_eq!(e.subject.slice(&big), Some(&b"s"[..]));
+        assert_eq!(e.data_schema.slice(&big), None);
+        assert_eq!(e.time_unix_nanos, owned.time_unix_nanos);
+        assert_eq!(
+            e.metadata
+                .iter()
+                .map(|&(k, v)| (k.slice(&big), v.slice(&big)))
+                .collect::<Vec<_>>(),
+            vec![(Some(&b"k"[..]), Some(&b"v"[..]))]
+        );
+        assert_eq!(e.data.slice(&big), Some(owned.data.as_slice()));
+        assert_eq!(reused.events_of(&reused.batches[0]).len(), 3);
     }
 
     /// The hand-written in-place decoder agrees with postcard's on valid payloads, on every
@@ -868,7 +911,7 @@ mod tests {
             [("a", 0u64, &a[..]), ("stream-b", 300u64, &b[..])].into_iter(),
         )
         .unwrap();
-        let (ea, eb) = (encode_events(&a).unwrap(), encode_events(&b).unwrap());
+        let (ea, eb) = (encode_events(&a), encode_events(&b));
         let mut assembled = vec![7u8];
         encode_payload_encoded(
             &mut assembled,
