@@ -134,8 +134,10 @@ pub struct StreamBatchView<'a> {
     pub events: Vec<EventView<'a>>,
 }
 
-/// A frame payload borrowed from the bytes it was decoded from: the read path's form of
-/// [`FramePayload`] (one allocation per stream batch instead of several per event).
+/// A frame payload borrowed from the bytes it was decoded from, as strings and slices: for
+/// tools and tests that want the fields by name. The store's read paths use [`FrameSpans`]
+/// (no lists per frame); the serde derive is the reference the hand-written decoder is tested
+/// against.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct FrameView<'a> {
     /// The batches, in position order.
@@ -150,9 +152,9 @@ impl<'a> FrameView<'a> {
     }
 
     /// Decodes a payload in place, checking that it holds exactly `event_count` events and
-    /// nothing after them. Hand-written for the read path (about twice as fast as going
-    /// through serde); it accepts exactly what [`FramePayload::decode`] accepts (the
-    /// `frame_decoder` fuzz target and a property test check both).
+    /// nothing after them: [`FrameSpans::decode`], then the fields sliced out. It accepts
+    /// exactly what [`FramePayload::decode`] accepts (the `frame_decoder` fuzz target and a
+    /// property test check both).
     pub fn decode(bytes: &'a [u8], event_count: u32) -> Result<FrameView<'a>> {
         let mut spans = FrameSpans::default();
         spans.decode(bytes, event_count)?;
