@@ -507,15 +507,34 @@ impl<'a> Reader<'a> {
 }
 
 /// `bytes` as text if they are UTF-8. Most text fields (types, sources, content types,
-/// stream ids) are short ASCII strings, which the word-at-a-time ASCII check settles in a
-/// few instructions; `std::str::from_utf8` walks short inputs byte by byte.
+/// stream ids) are short ASCII strings, which [`ascii`] settles in a few instructions;
+/// `std::str::from_utf8` walks short inputs byte by byte.
+#[inline]
 pub fn utf8(bytes: &[u8]) -> Option<&str> {
-    if bytes.is_ascii() {
+    if ascii(bytes) {
         // SAFETY: ASCII bytes are valid UTF-8.
         Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     } else {
         std::str::from_utf8(bytes).ok()
     }
+}
+
+/// Whether `b` is ASCII. Up to 16 bytes it tests two overlapping words (the first and the
+/// last 8, 4 or 1 bytes: together they cover the slice) instead of `is_ascii`'s alignment
+/// steps and byte loop for short inputs; longer slices go to `is_ascii`.
+#[inline]
+fn ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if let (Some(head), Some(tail)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        if b.len() > 16 {
+            return b.is_ascii();
+        }
+        return (u64::from_le_bytes(*head) | u64::from_le_bytes(*tail)) & HIGH == 0;
+    }
+    if let (Some(head), Some(tail)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        return (u32::from_le_bytes(*head) | u32::from_le_bytes(*tail)) & HIGH as u32 == 0;
+    }
+    b.iter().fold(0u8, |x, &c| x | c) < 0x80
 }
 
 fn check_counts(
@@ -845,12 +864,31 @@ mod tests {
         for c in cases {
             assert_eq!(utf8(c), std::str::from_utf8(c).ok(), "{c:?}");
         }
-        // Every single byte, at every offset of a 17-byte ASCII run (word boundaries).
-        for b in 0..=255u8 {
-            for at in 0..17 {
-                let mut v = vec![b'x'; 17];
-                v[at] = b;
-                assert_eq!(utf8(&v), std::str::from_utf8(&v).ok(), "byte {b} at {at}");
+        // Every single byte, at every offset of ASCII runs of every length up to 33 (the
+        // short paths of 0-3, 4-7 and 8-16 bytes, and word boundaries beyond).
+        for len in 1..34 {
+            for b in 0..=255u8 {
+                for at in 0..len {
+                    let mut v = vec![b'x'; len];
+                    v[at] = b;
+                    assert_eq!(
+                        utf8(&v),
+                        std::str::from_utf8(&v).ok(),
+                        "byte {b} at {at}/{len}"
+                    );
+                }
+            }
+        }
+        // A two-byte character at every place of a short run.
+        for len in 2..20 {
+            for at in 0..len - 1 {
+                let mut v = vec![b'y'; len];
+                v[at..at + 2].copy_from_slice("\u{e9}".as_bytes());
+                assert_eq!(
+                    utf8(&v),
+                    std::str::from_utf8(&v).ok(),
+                    "two bytes at {at}/{len}"
+                );
             }
         }
     }
