@@ -252,6 +252,23 @@ pub struct EventSpans {
     pub data: Span,
 }
 
+impl EventSpans {
+    /// An event with no fields set, filled in place by the decoder.
+    const EMPTY: EventSpans = EventSpans {
+        id: [0; 16],
+        event_type: Span::NONE,
+        source: Span::NONE,
+        subject: Span::NONE,
+        time_unix_nanos: 0,
+        data_content_type: Span::NONE,
+        data_schema: Span::NONE,
+        correlation_id: Span::NONE,
+        causation_id: Span::NONE,
+        metadata: Vec::new(),
+        data: Span::NONE,
+    };
+}
+
 /// One stream batch of a frame: its stream id's place, its first version, and which of the
 /// frame's events it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -441,44 +458,36 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn event(&mut self) -> Step<EventSpans> {
-        let id = *self
+    /// Decodes one event into `e`, field by field in place (no event built aside and moved
+    /// into the list).
+    fn event(&mut self, e: &mut EventSpans) -> Step<()> {
+        e.id = *self
             .take(16)?
             .first_chunk::<16>()
             .ok_or("payload ends early")?;
-        let event_type = self.text()?;
-        let source = self.text()?;
-        let subject = self.opt_text()?;
+        e.event_type = self.text()?;
+        e.source = self.text()?;
+        e.subject = self.opt_text()?;
         let z = self.varint()?;
-        let time_unix_nanos = (z >> 1) as i64 ^ -((z & 1) as i64);
-        let data_content_type = self.opt_text()?;
-        let data_schema = self.opt_text()?;
-        let correlation_id = self.opt_text()?;
-        let causation_id = self.opt_text()?;
+        e.time_unix_nanos = (z >> 1) as i64 ^ -((z & 1) as i64);
+        e.data_content_type = self.opt_text()?;
+        e.data_schema = self.opt_text()?;
+        e.correlation_id = self.opt_text()?;
+        e.causation_id = self.opt_text()?;
         let n = self.len()?;
-        let mut metadata = Vec::with_capacity(n.min(self.buf.len() / 2));
-        for _ in 0..n {
-            metadata.push((self.text()?, self.text()?));
+        if n > 0 {
+            e.metadata.reserve(n.min(self.buf.len() / 2));
+            for _ in 0..n {
+                e.metadata.push((self.text()?, self.text()?));
+            }
         }
         let n = self.len()?;
-        let data = Span {
+        e.data = Span {
             start: (self.total - self.buf.len()) as u32,
             len: n as u32,
         };
         self.take(n)?;
-        Ok(EventSpans {
-            id,
-            event_type,
-            source,
-            subject,
-            time_unix_nanos,
-            data_content_type,
-            data_schema,
-            correlation_id,
-            causation_id,
-            metadata,
-            data,
-        })
+        Ok(())
     }
 
     fn frame(mut self, out: &mut FrameSpans) -> Step<()> {
@@ -491,7 +500,10 @@ impl<'a> Reader<'a> {
             out.events.reserve(m.min(self.buf.len() / EVENT_BYTES_MIN));
             let first = out.events.len();
             for _ in 0..m {
-                out.events.push(self.event()?);
+                out.events.push(EventSpans::EMPTY);
+                // The slot just pushed (`last_mut` cannot miss it).
+                let e = out.events.last_mut().ok_or("no event slot")?;
+                self.event(e)?;
             }
             out.batches.push(BatchSpans {
                 stream,
