@@ -220,7 +220,7 @@ impl Span {
             return None;
         }
         let start = self.start as usize;
-        payload.get(start..start + self.len as usize)
+        payload.get(start..start.checked_add(self.len as usize)?)
     }
 }
 
@@ -761,6 +761,21 @@ mod tests {
         assert_eq!(e.metadata, vec![("k", "v")]);
         assert_eq!(e.data, owned.data.as_slice());
         assert!(FrameView::decode(&out[1..], 4).is_err());
+    }
+
+    /// A span gives its bytes only when set and inside the payload, whatever its numbers.
+    #[test]
+    fn spans_slice_only_inside_the_payload() {
+        let p = b"0123456789";
+        let span = |start, len| Span { start, len };
+        assert_eq!(span(2, 3).slice(p), Some(&b"234"[..]));
+        assert_eq!(span(10, 0).slice(p), Some(&b""[..]));
+        assert_eq!(span(0, 10).slice(p), Some(&p[..]));
+        assert_eq!(Span::NONE.slice(p), None);
+        assert_eq!(span(5, Span::ABSENT).slice(p), None);
+        assert_eq!(span(8, 3).slice(p), None);
+        assert_eq!(span(11, 0).slice(p), None);
+        assert_eq!(span(u32::MAX, u32::MAX - 1).slice(p), None);
     }
 
     /// One `FrameSpans` decoding frame after frame (as reads and scans use it) gives what a
