@@ -255,9 +255,8 @@ impl RecordedEvent {
         s.slice(&self.frame)
     }
 
-    /// Text fields were checked to be UTF-8 when the frame was decoded.
     fn text(&self, s: Span) -> Option<&str> {
-        self.bytes(s).and_then(orchestrix_log::record::utf8)
+        s.text(&self.frame)
     }
 
     /// Stream id.

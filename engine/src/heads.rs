@@ -22,6 +22,11 @@ struct Entry {
     name: Arc<str>,
 }
 
+/// A map key and its entry, both holding `name`.
+fn entry(name: Arc<str>, head: StreamHead) -> (Arc<str>, Entry) {
+    (name.clone(), Entry { head, name })
+}
+
 impl StreamHeads {
     /// Heads as the index's durable checkpoint recorded them.
     pub fn from_checkpoint(heads: Vec<(String, StreamHead)>) -> Self {
@@ -29,10 +34,7 @@ impl StreamHeads {
         StreamHeads {
             map: heads
                 .into_iter()
-                .map(|(name, head)| {
-                    let name: Arc<str> = name.into();
-                    (name.clone(), Entry { head, name })
-                })
+                .map(|(name, head)| entry(name.into(), head))
                 .collect(),
             next_number,
         }
@@ -56,14 +58,8 @@ impl StreamHeads {
                     version: last_version,
                 };
                 self.next_number += 1;
-                let name: Arc<str> = stream.into();
-                self.map.insert(
-                    name.clone(),
-                    Entry {
-                        head,
-                        name: name.clone(),
-                    },
-                );
+                let (name, e) = entry(stream.into(), head);
+                self.map.insert(name.clone(), e);
                 (head, name)
             }
         }
@@ -75,13 +71,8 @@ impl StreamHeads {
             Some(e) => e.head = head,
             None => {
                 // The writer's copy of the id, shared (no new string per new stream).
-                self.map.insert(
-                    stream.clone(),
-                    Entry {
-                        head,
-                        name: stream.clone(),
-                    },
-                );
+                let (name, e) = entry(stream.clone(), head);
+                self.map.insert(name, e);
             }
         }
         self.next_number = self.next_number.max(head.number + 1);

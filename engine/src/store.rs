@@ -15,7 +15,7 @@ use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::record::encode_events;
 use orchestrix_log::{
-    Bytes, Checkpoint, FrameLocation, FrameSpans, LogConfig, LogError, LogReader, Span,
+    Bytes, Checkpoint, FrameLocation, FrameSpans, LogConfig, LogError, LogReader,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -582,13 +582,6 @@ fn decode_spans(
         .map_err(|e| corrupted_payload(loc, e))
 }
 
-/// A text field of a decoded payload (checked to be UTF-8 by the decoder).
-fn text(payload: &[u8], s: Span) -> &str {
-    s.slice(payload)
-        .and_then(orchestrix_log::record::utf8)
-        .unwrap_or_default()
-}
-
 pub(crate) fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
     StoreError::Log(LogError::Corrupted {
         segment: orchestrix_log::segment::file_name(loc.segment),
@@ -612,7 +605,7 @@ pub(crate) fn summarize(
     let mut pos = first_position;
     for b in &p.batches {
         let (head, stream) = heads.advance(
-            text(payload, b.stream),
+            b.stream.text(payload).unwrap_or_default(),
             b.first_version + b.events.len() as u64 - 1,
         );
         batches.push(BatchSummary {
@@ -624,7 +617,7 @@ pub(crate) fn summarize(
         });
         for e in p.events_of(b) {
             pos += 1;
-            let event_type = text(payload, e.event_type);
+            let event_type = e.event_type.text(payload).unwrap_or_default();
             if !types.iter().any(|t| **t == *event_type) {
                 types.push(event_type.into());
             }
@@ -760,7 +753,7 @@ fn scan_segment(
         };
         let mut pos = h.first_position;
         for b in &p.batches {
-            let stream = text(&payload, b.stream);
+            let stream = b.stream.text(&payload).unwrap_or_default();
             let Some(head) = heads.get(stream) else {
                 return Err(corrupted_payload(
                     loc,
@@ -1356,7 +1349,7 @@ impl Store {
             decode_spans(&mut p, &payload, h.event_count, loc)?;
             // Every stream batch of the frame must be indexed at this frame.
             for b in &p.batches {
-                let stream = text(&payload, b.stream);
+                let stream = b.stream.text(&payload).unwrap_or_default();
                 let found =
                     self.inner
                         .stream_batches(stream, b.first_version, Direction::Forwards, 1)?;

@@ -158,8 +158,7 @@ impl<'a> FrameView<'a> {
     pub fn decode(bytes: &'a [u8], event_count: u32) -> Result<FrameView<'a>> {
         let mut spans = FrameSpans::default();
         spans.decode(bytes, event_count)?;
-        // The decoder checked every text span.
-        let text = |s: Span| s.slice(bytes).and_then(utf8).unwrap_or_default();
+        let text = |s: Span| s.text(bytes).unwrap_or_default();
         let opt = |s: Span| s.slice(bytes).map(|b| utf8(b).unwrap_or_default());
         let batches = spans
             .batches
@@ -221,6 +220,14 @@ impl Span {
         }
         let start = self.start as usize;
         payload.get(start..start.checked_add(self.len as usize)?)
+    }
+
+    /// The field as text: [`Span::slice`], checked to be UTF-8 (the decoder checked it
+    /// already; the bytes are checked again wherever they are read, as they may be a map of a
+    /// file that something else changed).
+    #[inline]
+    pub fn text(self, payload: &[u8]) -> Option<&str> {
+        self.slice(payload).and_then(utf8)
     }
 }
 
