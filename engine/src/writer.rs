@@ -197,6 +197,11 @@ pub(crate) fn run_syncer(
     rx: Receiver<CommitJob>,
     inflight: Arc<AtomicUsize>,
 ) {
+    // Woken by a written group, the syncer should start its fdatasync at once rather than
+    // wait for a CPU behind the threads its last acknowledgements woke (see `sched`).
+    if let Err(e) = crate::sched::request_slice(crate::sched::SYNCER_SLICE) {
+        tracing::debug!(error = %e, "the syncer's scheduling hint was refused");
+    }
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while let Ok(more) = rx.try_recv() {
