@@ -2,7 +2,11 @@
 //! read_stream of a 100-event stream from a warm cache over a store of 1,000,000 events in
 //! 10,000 streams, a full read_all scan, and open time. Run with
 //! `cargo bench -p orchestrix-benches --bench reads`. With `ORCHESTRIX_READS_STORE=DIR` the
-//! store is kept in DIR and reused by later runs (for profiling the reads alone).
+//! store is kept in DIR and reused by later runs (for profiling the reads alone). With
+//! `ORCHESTRIX_READS_MULTI=1` a new store is loaded by appends of 1,000 streams x 10 events
+//! (one frame of 10,000 events each) instead of one stream per append: every read of a
+//! stream then checks and decodes ten whole 3.5 MB frames (see `docs/benchmarks.md`).
+//! `ORCHESTRIX_READS_SAMPLES=N` changes the number of timed reads (20,000).
 
 use std::time::Instant;
 
@@ -13,6 +17,8 @@ use orchestrix_benches::payload;
 const STREAMS: usize = 10_000;
 const EVENTS_PER_STREAM: usize = 100;
 const SAMPLES: usize = 20_000;
+/// Streams per append with `ORCHESTRIX_READS_MULTI`.
+const MULTI_STREAMS: usize = 1_000;
 
 fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -27,15 +33,31 @@ fn main() {
     if !reuse {
         let store = Store::open_with(&dir, opts.clone()).expect("open");
         // Each stream gets its 100 events in 10 appends of 10, interleaved with the other
-        // streams, so a stream's events are spread over the log as in a live system.
+        // streams, so a stream's events are spread over the log as in a live system (with
+        // ORCHESTRIX_READS_MULTI, 1,000 streams' 10 events per append).
         let t = Instant::now();
+        let multi = std::env::var_os("ORCHESTRIX_READS_MULTI").is_some();
         for round in 0..10u64 {
+            let expected = if round == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(round * 10 - 1)
+            };
+            if multi {
+                for g in 0..STREAMS / MULTI_STREAMS {
+                    let parts = (g * MULTI_STREAMS..(g + 1) * MULTI_STREAMS)
+                        .map(|s| {
+                            let events = (0..10)
+                                .map(|_| EventData::json("E", data.clone()))
+                                .collect();
+                            (format!("stream-{s}"), expected, events)
+                        })
+                        .collect();
+                    store.append_multi(parts).expect("append");
+                }
+                continue;
+            }
             for s in 0..STREAMS {
-                let expected = if round == 0 {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(round * 10 - 1)
-                };
                 let events = (0..10)
                     .map(|_| EventData::json("E", data.clone()))
                     .collect();
@@ -58,12 +80,16 @@ fn main() {
     );
 
     // Warm the cache, then sample.
-    for s in 0..STREAMS {
+    let samples: usize = std::env::var("ORCHESTRIX_READS_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SAMPLES);
+    for s in 0..STREAMS.min(samples) {
         let _ = store.read_stream(&format!("stream-{s}"), 0, Direction::Forwards, 100);
     }
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..SAMPLES {
+    for _ in 0..samples {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;

@@ -12,21 +12,18 @@
 
 use std::time::Duration;
 
-/// The slice the syncer asks for: about its own burst of work after an `fdatasync`, well
-/// under the default slice (0.75 ms times 1 + log2 of the CPU count).
+/// The slice the syncer asks for: well under the default (the kernel's base slice times
+/// 1 + log2 of the CPU count: 1.4 ms on the 2-core machine of `docs/benchmarks.md`).
+/// 100, 300 and 600 us were measured; 300 us did best.
 pub(crate) const SYNCER_SLICE: Duration = Duration::from_micros(300);
 
-/// Asks the scheduler for time slices of `slice` for the calling thread, keeping its policy
-/// and nice value. Threads under another policy than `SCHED_OTHER` (real-time, batch, idle)
-/// are left as they are. A hint: the caller logs a failure and goes on.
+/// The calling thread's scheduling attributes.
 #[cfg(target_os = "linux")]
-pub(crate) fn request_slice(slice: Duration) -> std::io::Result<()> {
-    let size = std::mem::size_of::<libc::sched_attr>();
+fn current_attr() -> std::io::Result<libc::sched_attr> {
+    let size = u32::try_from(std::mem::size_of::<libc::sched_attr>())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: `sched_attr` is plain integers, for which all zeros is a valid value.
     let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
-    let (Ok(size32), Ok(runtime)) = (u32::try_from(size), u64::try_from(slice.as_nanos())) else {
-        return Err(std::io::ErrorKind::InvalidInput.into());
-    };
     // SAFETY: the kernel writes at most `size` bytes into `attr`, which is that large and
     // lives across the call; pid 0 is the calling thread.
     let r = unsafe {
@@ -34,18 +31,29 @@ pub(crate) fn request_slice(slice: Duration) -> std::io::Result<()> {
             libc::SYS_sched_getattr,
             0,
             std::ptr::from_mut(&mut attr),
-            size32,
+            size,
             0u32,
         )
     };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    attr.size = size;
+    Ok(attr)
+}
+
+/// Asks the scheduler for time slices of `slice` for the calling thread, keeping its policy
+/// and nice value. Threads under another policy than `SCHED_OTHER` (real-time, batch, idle)
+/// are left as they are. A hint: the caller logs a failure and goes on.
+#[cfg(target_os = "linux")]
+pub(crate) fn request_slice(slice: Duration) -> std::io::Result<()> {
+    let runtime = u64::try_from(slice.as_nanos())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut attr = current_attr()?;
     if attr.sched_policy != libc::SCHED_OTHER as u32 {
         // Real-time, batch or idle: chosen by the application, not ours to change.
         return Ok(());
     }
-    attr.size = size32;
     // Only the flag a fair-class thread may carry is kept (the others are for other
     // classes, or ask the kernel to keep what this call sets).
     attr.sched_flags &= libc::SCHED_FLAG_RESET_ON_FORK as u64;
@@ -68,24 +76,6 @@ pub(crate) fn request_slice(_slice: Duration) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn current() -> libc::sched_attr {
-        // SAFETY: as in `request_slice`.
-        let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::sched_attr>() as u32;
-        // SAFETY: as in `request_slice`.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_sched_getattr,
-                0,
-                std::ptr::from_mut(&mut attr),
-                size,
-                0u32,
-            )
-        };
-        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-        attr
-    }
-
     /// Kernels with EEVDF's custom slices (6.12 and later) report the slice back.
     fn kernel_has_custom_slices() -> bool {
         let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
@@ -105,7 +95,7 @@ mod tests {
             let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 3) };
             assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
             request_slice(SYNCER_SLICE).expect("sched_setattr");
-            let attr = current();
+            let attr = current_attr().expect("sched_getattr");
             assert_eq!(attr.sched_nice, 3);
             assert_eq!(attr.sched_policy, libc::SCHED_OTHER as u32);
             if kernel_has_custom_slices() {
