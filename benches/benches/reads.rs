@@ -4,8 +4,9 @@
 //! `cargo bench -p orchestrix-benches --bench reads`. With `ORCHESTRIX_READS_STORE=DIR` the
 //! store is kept in DIR and reused by later runs (for profiling the reads alone). With
 //! `ORCHESTRIX_READS_MULTI=1` a new store is loaded by appends of 1,000 streams x 10 events
-//! (one frame of 10,000 events each) instead of one stream per append: every read of a
-//! stream then checks and decodes ten whole 3.5 MB frames (see `docs/benchmarks.md`).
+//! instead of one stream per append (each append a unit of 1,000 frames; before units it was
+//! one frame of 10,000 events that every read of one of its streams decoded whole, see
+//! `docs/benchmarks.md`).
 //! `ORCHESTRIX_READS_SAMPLES=N` changes the number of timed reads (20,000).
 
 use std::time::Instant;

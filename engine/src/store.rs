@@ -1084,6 +1084,7 @@ impl Store {
             durability: options.durability,
             drained: Vec::new(),
             firsts: Vec::new(),
+            locations: Vec::new(),
             type_names: Default::default(),
         };
         let mut threads = Vec::new();
@@ -1168,7 +1169,8 @@ impl Store {
         self.append_multi(vec![(stream.to_string(), expected, events)])
     }
 
-    /// Appends to several streams atomically: all parts are written (as one frame) or none.
+    /// Appends to several streams atomically: all parts are written or none, also across a
+    /// crash (a frame per stream, written as one unit that recovery keeps whole or drops).
     pub fn append_multi(
         &self,
         parts: Vec<(String, ExpectedVersion, Vec<EventData>)>,

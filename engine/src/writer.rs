@@ -1,8 +1,8 @@
 //! The single writer: group commit with optimistic concurrency per stream.
 //!
 //! The writer drains every queued append, checks each one's expected versions against the
-//! in-memory stream heads (and its event ids for idempotency), encodes one frame per append
-//! into one buffer, writes it once, fdatasyncs once, publishes the new frames to readers and
+//! in-memory stream heads (and its event ids for idempotency), encodes its frames (one per
+//! stream, a unit when there are several) into one buffer, writes it once, fdatasyncs once, publishes the new frames to readers and
 //! only then acknowledges all of them. A failed write or fsync latches the store.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use orchestrix_index::ids::IdMap;
 use orchestrix_index::{BatchSummary, FrameSummary};
+use orchestrix_log::frame::FRAME_HEADER_SIZE;
 #[cfg(doc)]
 use orchestrix_log::record::encode_events;
 use orchestrix_log::record::encode_payload_encoded;
-use orchestrix_log::{EventRecord, LogError, LogWriter, PendingCommit};
+use orchestrix_log::{EventRecord, FrameLocation, LogError, LogWriter, PendingCommit};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -124,6 +125,8 @@ pub(crate) struct Writer {
     pub drained: Vec<Request>,
     /// Reused between appends: the first version each part will get.
     pub firsts: Vec<u64>,
+    /// Reused between appends: where each part's frame went.
+    pub locations: Vec<FrameLocation>,
     /// One shared copy of each event type's name (see [`Writer::type_name`]).
     pub type_names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
@@ -148,6 +151,19 @@ pub(crate) struct CommitJob {
     refused: Vec<Refused>,
     sealed: Vec<(u64, Arc<IdMap>)>,
     tick: bool,
+}
+
+/// Writes the payload of a part's frame: its one batch, events encoded beforehand.
+fn frame_payload(
+    p: &AppendPart,
+    first_version: u64,
+) -> impl FnOnce(&mut Vec<u8>) -> orchestrix_log::Result<()> + '_ {
+    move |buf| {
+        encode_payload_encoded(
+            buf,
+            std::iter::once((p.stream.as_str(), first_version, &p.encoded[..])),
+        )
+    }
 }
 
 /// Answers refused appends with their errors.
@@ -550,39 +566,28 @@ impl Writer {
             }
             firsts.push(current.map_or(0, |v| v + 1));
         }
-        let event_count: usize = parts.iter().map(|p| p.events.len()).sum();
         let first_position = self.log.next_position();
-        let location = self.log.append(event_count as u32, |out| {
-            encode_payload_encoded(
-                out,
-                parts
-                    .iter()
-                    .zip(&firsts)
-                    .map(|(p, &v)| (p.stream.as_str(), v, &p.encoded[..])),
-            )
-        })?;
+        let mut locations = std::mem::take(&mut self.locations);
+        self.write_frames(parts, &firsts, &mut locations)?;
+        let Some(&location) = locations.first() else {
+            return Err(StoreError::InvalidInput("an append without streams".into()));
+        };
         if location.segment != self.active_segment {
-            // The log rolled: the ids collected so far belong to the sealed segment.
+            // The log rolled: the ids collected so far belong to the sealed segment (the
+            // frames of one append are never split by a roll).
             let ids = Arc::new(std::mem::take(&mut self.active_ids));
             self.sealing.push((self.active_segment, ids.clone()));
             sealed_now.push((self.active_segment, ids));
             self.active_segment = location.segment;
         }
-        let mut batches = Vec::with_capacity(parts.len());
-        let mut types: Vec<Arc<str>> = Vec::new();
-        let mut min_time = i64::MAX;
+        // One frame per part, in positions as in the buffer.
         let mut position = first_position;
         let mut streams = Vec::with_capacity(parts.len());
-        for (p, &first_version) in parts.iter_mut().zip(&firsts) {
+        for ((p, &first_version), &location) in parts.iter_mut().zip(&firsts).zip(&locations) {
             let n = p.events.len() as u64;
             let (head, stream) = self.heads.advance(&p.stream, first_version + n - 1);
-            batches.push(BatchSummary {
-                stream,
-                stream_number: head.number,
-                first_version,
-                first_position: position,
-                count: n as u32,
-            });
+            let mut types: Vec<Arc<str>> = Vec::new();
+            let mut min_time = i64::MAX;
             for (i, e) in p.events.iter().enumerate() {
                 self.active_ids.insert(e.id, position + i as u64);
                 if !types.iter().any(|t| **t == *e.event_type) {
@@ -590,6 +595,20 @@ impl Writer {
                 }
                 min_time = min_time.min(e.time_unix_nanos);
             }
+            summaries.push(FrameSummary {
+                location,
+                first_position: position,
+                event_count: n as u32,
+                batches: vec![BatchSummary {
+                    stream,
+                    stream_number: head.number,
+                    first_version,
+                    first_position: position,
+                    count: n as u32,
+                }],
+                types,
+                min_time_unix_nanos: min_time,
+            });
             // The caller gets its stream ids back in the result instead of copies.
             streams.push((
                 std::mem::take(&mut p.stream),
@@ -599,19 +618,53 @@ impl Writer {
             position += n;
         }
         self.firsts = firsts;
-        summaries.push(FrameSummary {
-            location,
-            first_position,
-            event_count: event_count as u32,
-            batches,
-            types,
-            min_time_unix_nanos: min_time,
-        });
+        self.locations = locations;
         Ok(Prepared::Written(AppendResult {
             first_position,
             streams,
             already_stored: false,
         }))
+    }
+
+    /// Puts an append's frames in the log's buffer, their locations in `out`: one frame for an
+    /// append to one stream; for several streams a frame each, as one unit (whole or not at
+    /// all after a crash, never split by a roll), so that a read of one stream decodes only
+    /// its own events.
+    fn write_frames(
+        &mut self,
+        parts: &[AppendPart],
+        firsts: &[u64],
+        out: &mut Vec<FrameLocation>,
+    ) -> Result<()> {
+        out.clear();
+        if let ([p], [v]) = (parts, firsts) {
+            out.push(
+                self.log
+                    .append(p.events.len() as u32, frame_payload(p, *v))?,
+            );
+            return Ok(());
+        }
+        // Each frame: its header, the batch count, the stream id and its length, the first
+        // version, the events.
+        let bytes_max = parts
+            .iter()
+            .map(|p| (FRAME_HEADER_SIZE + 1 + 5 + p.stream.len() + 10 + p.encoded.len()) as u64)
+            .sum();
+        self.log.begin_unit(bytes_max)?;
+        for (i, (p, &v)) in parts.iter().zip(firsts).enumerate() {
+            let continues = i + 1 < parts.len();
+            match self
+                .log
+                .append_to_unit(p.events.len() as u32, continues, frame_payload(p, v))
+            {
+                Ok(loc) => out.push(loc),
+                Err(e) => {
+                    self.log.abort_unit();
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// An append some of whose ids are stored: it succeeds without writing only if all of

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrix_log::frame::{decode_frame, decode_header, encode_frame};
+use orchestrix_log::frame::{decode_frame, decode_header, encode_unit_frame_with};
 use orchestrix_log::{FramePayload, FrameView};
 
 fuzz_target!(|data: &[u8]| {
@@ -34,8 +34,19 @@ fuzz_target!(|data: &[u8]| {
                 (Err(_), Err(_)) => {}
                 _ => panic!("owned and in-place payload decoders disagree"),
             }
-            let again = encode_frame(h.first_position, h.durable_position, h.event_count, payload)
-                .expect("a decoded frame must re-encode");
+            let mut again = Vec::new();
+            encode_unit_frame_with(
+                &mut again,
+                h.first_position,
+                h.durable_position,
+                h.event_count,
+                h.continues,
+                |o| {
+                    o.extend_from_slice(payload);
+                    Ok(())
+                },
+            )
+            .expect("a decoded frame must re-encode");
             let len = usize::try_from(h.frame_len()).expect("frame length fits usize");
             assert_eq!(&again[..], &data[..len], "re-encoded frame differs from input");
         }

@@ -1,4 +1,7 @@
-//! Frames: the unit of atomicity of the log. One append (one or several streams) is one frame.
+//! Frames: the records of the log. An append to one stream is one frame; an append to several
+//! streams is one frame per stream, written together as a *unit*: every frame of the unit but
+//! the last carries the [`FRAME_CONTINUES`] flag, and recovery keeps a unit whole or not at all.
+//! So a read of one stream checks and decodes only that stream's frames.
 //!
 //! | offset | size | field            | meaning                                               |
 //! |-------:|-----:|------------------|-------------------------------------------------------|
@@ -7,7 +10,7 @@
 //! |      8 |    4 | `crc`            | CRC32 of bytes 4..8 and 12..32+payload_len            |
 //! |     12 |    8 | `first_position` | global position of the frame's first event            |
 //! |     20 |    8 | `durable_position` | the log's durable end when this frame was written   |
-//! |     28 |    4 | `event_count`    | number of events in the frame, >= 1                   |
+//! |     28 |    4 | `event_count`    | number of events in the frame, >= 1; bit 31 is [`FRAME_CONTINUES`] |
 //! |     32 |    n | payload          | postcard-encoded [`crate::record::FramePayload`]        |
 //!
 //! All integers are little endian. The CRC covers the length so that a torn or flipped length
@@ -33,6 +36,9 @@ pub const FRAME_HEADER_SIZE: usize = COUNT_OFFSET + 4;
 pub const FRAME_PAYLOAD_SIZE_MAX: usize = 128 * 1024 * 1024;
 /// The most events one frame may hold.
 pub const FRAME_EVENT_COUNT_MAX: u32 = 1 << 20;
+/// Bit of the `event_count` word set on every frame of a unit but its last: the append goes
+/// on in the next frame.
+pub const FRAME_CONTINUES: u32 = 1 << 31;
 
 const _: () = assert!(FRAME_HEADER_SIZE == 32);
 
@@ -49,6 +55,8 @@ pub struct FrameHeader {
     pub durable_position: u64,
     /// Number of events.
     pub event_count: u32,
+    /// The frame's append goes on in the next frame ([`FRAME_CONTINUES`]).
+    pub continues: bool,
 }
 
 impl FrameHeader {
@@ -110,7 +118,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<FrameHeader, FrameDefect> {
         Some(crc),
         Some(first_position),
         Some(durable_position),
-        Some(event_count),
+        Some(count_word),
     ) = (
         read_u32(bytes, MAGIC_OFFSET),
         read_u32(bytes, LEN_OFFSET),
@@ -125,6 +133,8 @@ pub fn decode_header(bytes: &[u8]) -> Result<FrameHeader, FrameDefect> {
     if magic != FRAME_MAGIC {
         return Err(FrameDefect::BadMagic);
     }
+    let continues = count_word & FRAME_CONTINUES != 0;
+    let event_count = count_word & !FRAME_CONTINUES;
     if payload_len as usize > FRAME_PAYLOAD_SIZE_MAX
         || event_count == 0
         || event_count > FRAME_EVENT_COUNT_MAX
@@ -139,6 +149,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<FrameHeader, FrameDefect> {
         first_position,
         durable_position,
         event_count,
+        continues,
     })
 }
 
@@ -178,14 +189,39 @@ pub fn encode_frame_with(
     event_count: u32,
     write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
 ) -> Result<()> {
+    encode_unit_frame_with(
+        out,
+        first_position,
+        durable_position,
+        event_count,
+        false,
+        write_payload,
+    )
+}
+
+/// [`encode_frame_with`] for a frame of a unit: `continues` sets [`FRAME_CONTINUES`] (the
+/// unit goes on in the next frame).
+pub fn encode_unit_frame_with(
+    out: &mut Vec<u8>,
+    first_position: u64,
+    durable_position: u64,
+    event_count: u32,
+    continues: bool,
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
     assert!((1..=FRAME_EVENT_COUNT_MAX).contains(&event_count));
     assert!(durable_position <= first_position);
     let start = out.len();
+    let count_word = if continues {
+        event_count | FRAME_CONTINUES
+    } else {
+        event_count
+    };
     out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
     out.extend_from_slice(&[0u8; 8]); // length and CRC, patched below
     out.extend_from_slice(&first_position.to_le_bytes());
     out.extend_from_slice(&durable_position.to_le_bytes());
-    out.extend_from_slice(&event_count.to_le_bytes());
+    out.extend_from_slice(&count_word.to_le_bytes());
     if let Err(e) = write_payload(out) {
         out.truncate(start);
         return Err(e);
@@ -258,6 +294,27 @@ mod tests {
         for len in 0..f.len() {
             assert!(decode_frame(&f[..len]).is_err(), "truncation to {len}");
         }
+    }
+
+    #[test]
+    fn the_continues_flag_round_trips_apart_from_the_count() {
+        for continues in [false, true] {
+            let mut f = Vec::new();
+            encode_unit_frame_with(&mut f, 9, 0, 2, continues, |o| {
+                o.extend_from_slice(b"xy");
+                Ok(())
+            })
+            .unwrap();
+            let (h, _) = decode_frame(&f).unwrap();
+            assert_eq!((h.event_count, h.continues), (2, continues));
+            assert_eq!(h.next_position(), 11);
+        }
+        // The flag does not hide a count out of bounds.
+        let mut f = encode_frame(0, 0, 1, b"x").unwrap();
+        f[28..32].copy_from_slice(&(FRAME_CONTINUES | (FRAME_EVENT_COUNT_MAX + 1)).to_le_bytes());
+        assert_eq!(decode_header(&f), Err(FrameDefect::BadLength));
+        f[28..32].copy_from_slice(&FRAME_CONTINUES.to_le_bytes());
+        assert_eq!(decode_header(&f), Err(FrameDefect::BadLength));
     }
 
     #[test]

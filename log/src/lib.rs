@@ -1,7 +1,8 @@
 //! The append-only segmented log of Orchestrix.
 //!
 //! The log is the source of truth: a directory of segment files, each a header followed by
-//! CRC-checked frames, one frame per append. A single [`LogWriter`] appends and commits in
+//! CRC-checked frames: one per append to one stream, one per stream as a unit (whole or not at
+//! all) for an append to several. A single [`LogWriter`] appends and commits in
 //! groups; any number of [`LogReader`]s read committed frames concurrently. [`open`] recovers
 //! the log, truncating a torn tail and refusing (with segment and offset) anything else.
 #![deny(clippy::unwrap_used)]

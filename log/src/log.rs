@@ -213,6 +213,9 @@ pub struct LogWriter {
     /// Segments created by a roll since the last commit; readers learn of them at the next
     /// commit, after the final ends of the segments before them.
     created_unpublished: Vec<Arc<SegmentHandle>>,
+    /// The unit being appended (see [`LogWriter::begin_unit`]): where the buffer and the
+    /// positions stood before its first frame.
+    unit: Option<(usize, u64)>,
 }
 
 fn corrupted(segment: &str, offset: u64, reason: impl Into<String>) -> LogError {
@@ -384,10 +387,20 @@ pub fn open(
         }
         let len = h.end.load(Ordering::Relaxed);
         let mut cursor = FrameCursor::new(h.file.clone(), offset, len);
-        loop {
-            let path = dir.join(&h.name);
+        let path = dir.join(&h.name);
+        // The frames of a unit whose last frame has not been read yet: replayed once it is,
+        // cut with the tail if it never comes.
+        let mut unit: Vec<(FrameLocation, FrameHeader, Bytes)> = Vec::new();
+        let mut unit_start_position = expected;
+        // Where the log ends in this segment if a torn tail is cut, the first damaged byte,
+        // and what is wrong there; `None` when the segment's frames run to its end.
+        let tail: Option<(u64, u64, String)> = loop {
             match cursor.next_item().map_err(|e| LogError::io(&path, e))? {
-                CursorItem::End => break,
+                CursorItem::End => {
+                    break unit.first().map(|(loc, _, _)| {
+                        (loc.offset, len, "a unit of frames ends early".into())
+                    });
+                }
                 CursorItem::Frame {
                     offset: at,
                     header,
@@ -408,10 +421,18 @@ pub fn open(
                         offset: at,
                         len: header.frame_len(),
                     };
-                    on_frame(loc, &header, &payload)?;
+                    if unit.is_empty() {
+                        unit_start_position = expected;
+                    }
                     expected = header.next_position();
-                    report.frames_replayed += 1;
-                    report.events_replayed += u64::from(header.event_count);
+                    unit.push((loc, header, payload));
+                    if !header.continues {
+                        for (loc, header, payload) in unit.drain(..) {
+                            on_frame(loc, &header, &payload)?;
+                            report.frames_replayed += 1;
+                            report.events_replayed += u64::from(header.event_count);
+                        }
+                    }
                 }
                 CursorItem::Defect { offset: at, defect } => {
                     // Zeros to the end of the last segment: zeros written ahead of the frames
@@ -435,28 +456,53 @@ pub fn open(
                         }),
                         proven_durable_by_later_frame: later.is_some_and(|d| d > expected),
                     };
-                    match decide(facts) {
-                        Verdict::Corrupted(why) => {
-                            return Err(corrupted(&h.name, at, format!("{defect}: {why}")))
-                        }
-                        Verdict::TruncateTornTail if zero_tail => {
-                            // The log ends here; the zeros stay, to be overwritten by frames.
+                    if let Verdict::Corrupted(why) = decide(facts) {
+                        return Err(corrupted(&h.name, at, format!("{defect}: {why}")));
+                    }
+                    match unit.first() {
+                        // The log ends here; the zeros stay, to be overwritten by frames.
+                        None if zero_tail => {
                             h.end.store(at, Ordering::Relaxed);
-                            break;
+                            break None;
                         }
-                        Verdict::TruncateTornTail => {
-                            let dropped = data_end - at;
-                            tracing::warn!(segment = %h.name, offset = at, dropped, %defect, "truncating torn tail");
-                            h.file.set_len(at).map_err(|e| LogError::io(&path, e))?;
-                            h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
-                            h.end.store(at, Ordering::Relaxed);
-                            report.truncated = Some((h.name.clone(), at, dropped));
-                            break;
+                        None => break Some((at, data_end, defect.to_string())),
+                        // A unit torn by the damage goes with it.
+                        Some((loc, _, _)) => {
+                            break Some((loc.offset, data_end, defect.to_string()))
                         }
                     }
                 }
             }
+        };
+        let Some((cut, data_end, why)) = tail else {
+            continue;
+        };
+        if !unit.is_empty() {
+            // Its frames were whole: the damage (or the end) is after them. Keeping only
+            // whole units, the log continues where the unit began.
+            let facts = DefectFacts {
+                in_last_segment: is_last,
+                below_checkpoint: checkpoint_mark.is_some_and(|(s, o)| {
+                    s > h.first_position || (s == h.first_position && o > cut)
+                }),
+                proven_durable_by_later_frame: false,
+            };
+            if let Verdict::Corrupted(reason) = decide(facts) {
+                return Err(corrupted(
+                    &h.name,
+                    cut,
+                    format!("a unit of frames is not whole ({why}): {reason}"),
+                ));
+            }
+            expected = unit_start_position;
         }
+        let dropped = data_end - cut;
+        tracing::warn!(segment = %h.name, offset = cut, dropped, %why, "truncating torn tail");
+        h.file.set_len(cut).map_err(|e| LogError::io(&path, e))?;
+        h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
+        h.end.store(cut, Ordering::Relaxed);
+        report.truncated = Some((h.name.clone(), cut, dropped));
+        break;
     }
 
     let active = handles[last_index].clone();
@@ -598,6 +644,7 @@ impl LogWriter {
             poisoned: false,
             sealed_unpublished: Vec::new(),
             created_unpublished: Vec::new(),
+            unit: None,
         }
     }
 
@@ -635,20 +682,76 @@ impl LogWriter {
         event_count: u32,
         write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<FrameLocation> {
+        self.append_frame(event_count, false, write_payload)
+    }
+
+    /// Starts a unit: the frames appended next, up to and including one appended with
+    /// `continues == false` by [`LogWriter::append_to_unit`], are kept whole or not at all by
+    /// recovery, and lie in one segment: if `bytes_max` (at least the unit's encoded size)
+    /// does not fit in the active segment, the log rolls first, and no frame of the unit
+    /// rolls it (a unit larger than a segment makes its segment larger, as a single large
+    /// frame does).
+    pub fn begin_unit(&mut self, bytes_max: u64) -> Result<()> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let used = self.written + self.buf.len() as u64;
+        if used > SEGMENT_HEADER_SIZE as u64
+            && used.saturating_add(bytes_max) > self.config.segment_size_bytes_max
+        {
+            let r = self.roll();
+            self.latch(r)?;
+        }
+        self.unit = Some((self.buf.len(), self.next_position));
+        Ok(())
+    }
+
+    /// Appends a frame of the unit begun by [`LogWriter::begin_unit`]; `continues` is false
+    /// for its last frame, which ends the unit.
+    pub fn append_to_unit(
+        &mut self,
+        event_count: u32,
+        continues: bool,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<FrameLocation> {
+        debug_assert!(self.unit.is_some(), "append_to_unit outside a unit");
+        self.append_frame(event_count, continues, write_payload)
+    }
+
+    /// Drops the frames of an unfinished unit from the buffer (an append refused halfway).
+    pub fn abort_unit(&mut self) {
+        if let Some((buf_len, next_position)) = self.unit.take() {
+            self.buf.truncate(buf_len);
+            self.next_position = next_position;
+        }
+    }
+
+    fn append_frame(
+        &mut self,
+        event_count: u32,
+        continues: bool,
+        write_payload: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<FrameLocation> {
         if self.poisoned {
             return Err(LogError::Poisoned);
         }
         let start = self.buf.len();
-        frame::encode_frame_with(
+        frame::encode_unit_frame_with(
             &mut self.buf,
             self.next_position,
             self.durable_position,
             event_count,
+            continues,
             write_payload,
         )?;
         let frame_len = (self.buf.len() - start) as u64;
         let used = self.written + start as u64;
-        if used > SEGMENT_HEADER_SIZE as u64
+        let in_unit = self.unit.is_some();
+        if !continues {
+            self.unit = None;
+        }
+        if !in_unit
+            && used > SEGMENT_HEADER_SIZE as u64
             && used + frame_len > self.config.segment_size_bytes_max
         {
             let frame_bytes = self.buf.split_off(start);
@@ -669,6 +772,10 @@ impl LogWriter {
 
     /// Writes the buffered frames to the active segment.
     fn write_buffer(&mut self) -> Result<()> {
+        debug_assert!(
+            self.unit.is_none(),
+            "a unit of frames is written unfinished"
+        );
         if self.buf.is_empty() {
             return Ok(());
         }

@@ -112,10 +112,8 @@ impl Backend for Orchestrix {
     }
 
     async fn bulk_append(&self, parts: Vec<BulkPart>) -> anyhow::Result<()> {
-        // Every part as its own append, all at once: the writer commits them in a few groups
-        // (one write and one fdatasync each), and each stream's events make a frame of their
-        // own, as in a store that grew append by append. (One multi-stream append would be
-        // one frame, which every read of any of its streams decodes whole.)
+        // Every part as its own append, all at once, as in a store that grew append by append:
+        // the writer commits them in a few groups (one write and one fdatasync each).
         let store = AsyncStore::from(self.store()?.clone());
         let mut set = tokio::task::JoinSet::new();
         for p in parts {
