@@ -1337,7 +1337,20 @@ impl Store {
         let mut scanner = self.inner.reader.scan();
         let mut expected = 0u64;
         let mut p = FrameSpans::default();
+        // A frame whose unit goes on in the next one (see `FRAME_CONTINUES`).
+        let mut open_unit: Option<FrameLocation> = None;
+        let unit_not_whole = |loc: FrameLocation, why: &str| {
+            StoreError::Log(LogError::Corrupted {
+                segment: orchestrix_log::segment::file_name(loc.segment),
+                offset: loc.offset,
+                reason: format!("a unit of frames {why}"),
+            })
+        };
         while let Some((loc, h, payload)) = scanner.next_frame()? {
+            if let Some(u) = open_unit.filter(|u| u.segment != loc.segment) {
+                return Err(unit_not_whole(u, "ends with its segment"));
+            }
+            open_unit = h.continues.then_some(loc);
             if h.first_position != expected {
                 return Err(StoreError::Log(LogError::Corrupted {
                     segment: orchestrix_log::segment::file_name(loc.segment),
@@ -1369,6 +1382,9 @@ impl Store {
                 }
             }
             expected = h.next_position();
+        }
+        if let Some(u) = open_unit {
+            return Err(unit_not_whole(u, "ends with the log"));
         }
         Ok(expected)
     }

@@ -1,0 +1,89 @@
+//! `Store::verify` finds a unit of frames that is not whole where recovery does not look.
+//!
+//! Recovery checks units from the index checkpoint on; `verify` reads the whole log. Here the
+//! last frame of a clean store (the last part of a multi-stream append, below the checkpoint)
+//! is rewritten, CRC and all, to say that its unit goes on: the store still opens (recovery
+//! starts after it), and `verify` must name the unit's segment and offset.
+
+use std::path::Path;
+
+use orchestrix::{EventData, ExpectedVersion, Store, StoreError};
+use orchestrix_log::frame::{decode_frame, encode_unit_frame_with};
+use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
+use orchestrix_log::LogError;
+
+/// The offset and bytes of the last whole frame of a segment file.
+fn last_frame(bytes: &[u8]) -> (usize, Vec<u8>) {
+    let mut at = SEGMENT_HEADER_SIZE;
+    let mut last = None;
+    while let Some(rest) = bytes.get(at..) {
+        let Ok((h, _)) = decode_frame(rest) else {
+            break;
+        };
+        let len = h.frame_len() as usize;
+        last = Some((at, rest[..len].to_vec()));
+        at += len;
+    }
+    last.expect("a frame")
+}
+
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    assert_eq!(segments.len(), 1);
+    segments.pop().unwrap()
+}
+
+#[test]
+fn verify_finds_a_unit_that_ends_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let parts = ["a", "b", "c"]
+            .iter()
+            .map(|s| {
+                (
+                    s.to_string(),
+                    ExpectedVersion::NoStream,
+                    vec![EventData::json("E", b"{}".to_vec())],
+                )
+            })
+            .collect();
+        store.append_multi(parts).unwrap();
+        assert_eq!(store.verify().unwrap(), 3);
+        store.close().unwrap();
+    }
+    let path = only_segment(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (at, frame) = last_frame(&bytes);
+    let (h, payload) = decode_frame(&frame).unwrap();
+    assert!(!h.continues, "the unit's last frame");
+    let mut forged = Vec::new();
+    encode_unit_frame_with(
+        &mut forged,
+        h.first_position,
+        h.durable_position,
+        h.event_count,
+        true,
+        |o| {
+            o.extend_from_slice(payload);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(forged.len(), frame.len());
+    bytes[at..at + forged.len()].copy_from_slice(&forged);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    match store.verify() {
+        Err(StoreError::Log(LogError::Corrupted { offset, reason, .. })) => {
+            assert_eq!(offset, at as u64);
+            assert!(reason.contains("unit"), "{reason}");
+        }
+        other => panic!("verify passed a unit without its last frame: {other:?}"),
+    }
+}
