@@ -2,8 +2,9 @@
 //!
 //! The writer drains every queued append, checks each one's expected versions against the
 //! in-memory stream heads (and its event ids for idempotency), encodes its frames (one per
-//! stream, a unit when there are several) into one buffer, writes it once, fdatasyncs once, publishes the new frames to readers and
-//! only then acknowledges all of them. A failed write or fsync latches the store.
+//! stream, a unit when there are several) into one buffer, writes it once, fdatasyncs once,
+//! publishes the new frames to readers and only then acknowledges all of them. A failed write
+//! or fsync latches the store.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -637,6 +638,11 @@ impl Writer {
         out: &mut Vec<FrameLocation>,
     ) -> Result<()> {
         out.clear();
+        if parts.is_empty() || parts.len() != firsts.len() {
+            return Err(StoreError::InvalidInput(
+                "internal: an append's parts and versions do not match".into(),
+            ));
+        }
         if let ([p], [v]) = (parts, firsts) {
             out.push(
                 self.log
