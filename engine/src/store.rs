@@ -583,10 +583,15 @@ fn decode_spans(
 }
 
 pub(crate) fn corrupted_payload(loc: FrameLocation, e: LogError) -> StoreError {
+    corrupted_at(loc, e.to_string())
+}
+
+/// Corruption of the log at a frame, naming its segment file and offset.
+fn corrupted_at(loc: FrameLocation, reason: String) -> StoreError {
     StoreError::Log(LogError::Corrupted {
         segment: orchestrix_log::segment::file_name(loc.segment),
         offset: loc.offset,
-        reason: e.to_string(),
+        reason,
     })
 }
 
@@ -1339,27 +1344,22 @@ impl Store {
         let mut p = FrameSpans::default();
         // A frame whose unit goes on in the next one (see `FRAME_CONTINUES`).
         let mut open_unit: Option<FrameLocation> = None;
-        let unit_not_whole = |loc: FrameLocation, why: &str| {
-            StoreError::Log(LogError::Corrupted {
-                segment: orchestrix_log::segment::file_name(loc.segment),
-                offset: loc.offset,
-                reason: format!("a unit of frames {why}"),
-            })
-        };
         while let Some((loc, h, payload)) = scanner.next_frame()? {
             if let Some(u) = open_unit.filter(|u| u.segment != loc.segment) {
-                return Err(unit_not_whole(u, "ends with its segment"));
+                return Err(corrupted_at(
+                    u,
+                    "a unit of frames ends with its segment".into(),
+                ));
             }
             open_unit = h.continues.then_some(loc);
             if h.first_position != expected {
-                return Err(StoreError::Log(LogError::Corrupted {
-                    segment: orchestrix_log::segment::file_name(loc.segment),
-                    offset: loc.offset,
-                    reason: format!(
+                return Err(corrupted_at(
+                    loc,
+                    format!(
                         "frame at position {} where {expected} was expected",
                         h.first_position
                     ),
-                }));
+                ));
             }
             decode_spans(&mut p, &payload, h.event_count, loc)?;
             // Every stream batch of the frame must be indexed at this frame.
@@ -1384,7 +1384,7 @@ impl Store {
             expected = h.next_position();
         }
         if let Some(u) = open_unit {
-            return Err(unit_not_whole(u, "ends with the log"));
+            return Err(corrupted_at(u, "a unit of frames ends with the log".into()));
         }
         Ok(expected)
     }

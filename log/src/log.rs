@@ -388,6 +388,11 @@ pub fn open(
         let len = h.end.load(Ordering::Relaxed);
         let mut cursor = FrameCursor::new(h.file.clone(), offset, len);
         let path = dir.join(&h.name);
+        // Whether the index checkpoint recorded the log as durable past offset `at` here.
+        let below_checkpoint = |at: u64| {
+            checkpoint_mark
+                .is_some_and(|(s, o)| s > h.first_position || (s == h.first_position && o > at))
+        };
         // The frames of a unit whose last frame has not been read yet: replayed once it is,
         // cut with the tail if it never comes.
         let mut unit: Vec<(FrameLocation, FrameHeader, Bytes)> = Vec::new();
@@ -451,9 +456,7 @@ pub fn open(
                     };
                     let facts = DefectFacts {
                         in_last_segment: is_last,
-                        below_checkpoint: checkpoint_mark.is_some_and(|(s, o)| {
-                            s > h.first_position || (s == h.first_position && o > at)
-                        }),
+                        below_checkpoint: below_checkpoint(at),
                         proven_durable_by_later_frame: later.is_some_and(|d| d > expected),
                     };
                     if let Verdict::Corrupted(why) = decide(facts) {
@@ -482,9 +485,7 @@ pub fn open(
             // whole units, the log continues where the unit began.
             let facts = DefectFacts {
                 in_last_segment: is_last,
-                below_checkpoint: checkpoint_mark.is_some_and(|(s, o)| {
-                    s > h.first_position || (s == h.first_position && o > cut)
-                }),
+                below_checkpoint: below_checkpoint(cut),
                 proven_durable_by_later_frame: false,
             };
             if let Verdict::Corrupted(reason) = decide(facts) {

@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use orchestrix_log::testing::SplitMix64;
 use orchestrix_log::{FrameLocation, LogError, LogWriter};
@@ -39,13 +37,6 @@ fn append_unit(writer: &mut LogWriter, parts: &[Attempt]) -> Result<Vec<FrameLoc
     }
     writer.commit(true)?;
     Ok(locations)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[test]
