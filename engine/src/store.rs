@@ -1075,6 +1075,7 @@ impl Store {
         let inflight = Arc::new(AtomicUsize::new(0));
         let syncer_completer = completer.clone();
         let syncer_inflight = inflight.clone();
+        let ids_room = crate::writer::ids_room(options.segment_size_bytes_max);
         let writer = Writer {
             log: log_writer,
             heads,
@@ -1084,7 +1085,8 @@ impl Store {
             inflight,
             completer,
             active_segment,
-            active_ids,
+            active_ids: crate::writer::presized(active_ids, ids_room),
+            ids_room,
             sealing: Vec::new(),
             durability: options.durability,
             drained: Vec::new(),

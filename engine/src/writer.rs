@@ -99,6 +99,26 @@ pub(crate) enum Request {
     Tick,
 }
 
+/// Segment bytes per event assumed when making room for a segment's ids before knowing how
+/// many it will hold (a 256-byte event takes ~330 with its fields and frame).
+const SEGMENT_BYTES_PER_ID_GUESS: u64 = 320;
+/// The most ids room is made for in advance (a map grows past it as needed).
+const IDS_ROOM_MAX: usize = 1 << 22;
+
+/// Ids to make room for in a segment's map up front: the writer then never grows the map
+/// (each growth copies the whole table) for a segment of events of the usual sizes.
+pub(crate) fn ids_room(segment_size_bytes_max: u64) -> usize {
+    usize::try_from(segment_size_bytes_max / SEGMENT_BYTES_PER_ID_GUESS)
+        .unwrap_or(usize::MAX)
+        .min(IDS_ROOM_MAX)
+}
+
+/// `map` with room for at least `room` ids.
+pub(crate) fn presized(mut map: IdMap, room: usize) -> IdMap {
+    map.reserve(room.saturating_sub(map.len()));
+    map
+}
+
 /// Most requests taken into one group.
 const GROUP_REQUESTS_MAX: usize = 4096;
 /// A group stops growing once its frames reach this size.
@@ -119,6 +139,8 @@ pub(crate) struct Writer {
     pub active_segment: u64,
     /// Ids of the active segment's events (including this group's), id -> position.
     pub active_ids: IdMap,
+    /// Ids to make room for in a new segment's map (see [`ids_room`]).
+    pub ids_room: usize,
     /// Ids of sealed segments whose id files are not written yet.
     pub sealing: Vec<(u64, Arc<IdMap>)>,
     pub durability: Durability,
@@ -576,7 +598,12 @@ impl Writer {
         if location.segment != self.active_segment {
             // The log rolled: the ids collected so far belong to the sealed segment (the
             // frames of one append are never split by a roll).
-            let ids = Arc::new(std::mem::take(&mut self.active_ids));
+            // Room for as many ids as the sealed segment held, or the usual guess.
+            let room = IdMap::with_capacity_and_hasher(
+                self.active_ids.len().max(self.ids_room),
+                Default::default(),
+            );
+            let ids = Arc::new(std::mem::replace(&mut self.active_ids, room));
             self.sealing.push((self.active_segment, ids.clone()));
             sealed_now.push((self.active_segment, ids));
             self.active_segment = location.segment;
@@ -721,5 +748,27 @@ impl Writer {
             streams,
             already_stored: true,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_map_gets_room_for_its_ids_up_front() {
+        // The default 256 MiB segment: room for more ids than 256-byte events fill it with
+        // (~820,000), so the writer never grows the map.
+        let room = ids_room(orchestrix_log::segment::SEGMENT_SIZE_DEFAULT);
+        assert!(room >= 820_000, "{room}");
+        let map = presized(IdMap::default(), room);
+        assert!(map.capacity() >= room);
+        // Bounded for huge segments; ids already there are kept.
+        assert_eq!(ids_room(u64::MAX), IDS_ROOM_MAX);
+        let mut m = IdMap::default();
+        m.insert([1; 16], 7);
+        let m = presized(m, 100);
+        assert_eq!(m.get(&[1; 16]), Some(&7));
+        assert!(m.capacity() >= 100);
     }
 }
