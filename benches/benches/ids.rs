@@ -1,6 +1,7 @@
 //! Criterion benchmark of the event-id index: the look-up every appended event costs when its
 //! id is not time-ordered (a random, v4-like id: the range checks skip no sealed segment, so
-//! every segment's filter is probed). Run with `cargo bench -p orchestrix-benches --bench ids`.
+//! every group filter, and every segment's filter outside a group, is probed). Run with
+//! `cargo bench -p orchestrix-benches --bench ids`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orchestrix_index::ids::{IdIndex, IdMap};

@@ -1,6 +1,7 @@
-//! The event-id files (one per sealed segment, under `ids/`) are derived data: deleted,
-//! truncated or bit-flipped, they are rebuilt from their segments, and idempotency keeps
-//! working for events of sealed segments. Pins the id-file layer of the index.
+//! The event-id files (one per sealed segment, under `ids/`) and the group filters over them
+//! (`.group`, one per 8 sealed segments) are derived data: deleted, truncated or bit-flipped,
+//! they are rebuilt from their segments (or id files), and idempotency keeps working for
+//! events of sealed segments. Pins the id-file layer of the index.
 
 use orchestrix::{EventData, ExpectedVersion, Options, Store, StoreError};
 
@@ -21,14 +22,18 @@ fn build(dir: &std::path::Path) -> Vec<EventData> {
     first
 }
 
-fn id_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+fn files_with(dir: &std::path::Path, extension: &str) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir.join("ids"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ids"))
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
         .collect();
     v.sort();
     v
+}
+
+fn id_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    files_with(dir, "ids")
 }
 
 fn check(dir: &std::path::Path, first: &[EventData]) {
@@ -108,4 +113,37 @@ fn flipped_entry_byte_is_found_by_the_lookup_and_rebuilt_in_place() {
         assert_ne!(std::fs::read(&f).unwrap(), b, "the file was rewritten");
     }
     check(dir.path(), &first);
+}
+
+#[test]
+fn damaged_and_deleted_group_filters_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = build(dir.path());
+    let ids = id_files(dir.path()).len();
+    let groups = files_with(dir.path(), "group");
+    assert_eq!(
+        groups.len(),
+        ids / 8,
+        "a group filter per 8 sealed segments"
+    );
+    assert!(!groups.is_empty(), "{ids} id files");
+    let group = groups[0].clone();
+    let good = std::fs::read(&group).unwrap();
+    let mut b = good.clone();
+    let last = b.len() - 1;
+    b[last] ^= 0x40;
+    std::fs::write(&group, &b).unwrap();
+    check(dir.path(), &first);
+    assert_eq!(
+        std::fs::read(&group).unwrap(),
+        good,
+        "the damaged filter was rebuilt"
+    );
+    std::fs::remove_file(&group).unwrap();
+    check(dir.path(), &first);
+    assert_eq!(
+        std::fs::read(&group).unwrap(),
+        good,
+        "the deleted filter was rebuilt"
+    );
 }

@@ -1,10 +1,13 @@
 //! The event-id index: one immutable file per sealed segment, with a bloom filter read
-//! through a memory map, so that checking an id on the append path costs one probe of one
-//! cache line per sealed segment instead of a B-tree lookup, and indexing an event costs
-//! nothing until its segment is sealed.
+//! through a memory map, and one group filter file per [`GROUP_SEGMENTS`] sealed segments, so
+//! that checking an id on the append path costs one probe of one cache line per group (and
+//! per segment not in a group yet) instead of a B-tree lookup, and indexing an event costs
+//! nothing until its segment is sealed. A time-ordered (v7) id newer than every sealed id
+//! skips all of it with one comparison.
 //!
 //! Ids of the active segment are held in memory by the writer; when a segment is sealed they
-//! are written here, sorted. A missing or damaged file is rebuilt from its segment on open.
+//! are written here, sorted. A missing or damaged file is rebuilt from its segment on open; a
+//! missing or damaged group filter from its segments' id files.
 //!
 //! File `{segment:020}.ids` (little endian unless noted):
 //!
@@ -207,6 +210,36 @@ impl SegmentIds {
         Ok(())
     }
 
+    /// Passes every id of the file, in order, to `visit`, reading the entries in large
+    /// chunks; fails (after the visits) if they do not match their checksum.
+    fn for_each_id(&self, mut visit: impl FnMut(&[u8; 16])) -> Result<()> {
+        const CHUNK_ENTRIES: u64 = 32 * 1024;
+        let mut buf = vec![0u8; (CHUNK_ENTRIES.min(self.count) as usize) * ENTRY_SIZE];
+        let mut crc = crc32fast::Hasher::new();
+        let mut done = 0u64;
+        while done < self.count {
+            let n = (self.count - done).min(CHUNK_ENTRIES) as usize;
+            let chunk = buf.get_mut(..n * ENTRY_SIZE).unwrap_or_default();
+            self.file
+                .read_exact_at(chunk, self.entries_offset + done * ENTRY_SIZE as u64)
+                .map_err(|e| io_err(&self.path, e))?;
+            crc.update(chunk);
+            for e in chunk.chunks_exact(ENTRY_SIZE) {
+                if let Some(id) = e.first_chunk::<16>() {
+                    visit(id);
+                }
+            }
+            done += n as u64;
+        }
+        if crc.finalize() != self.entries_crc {
+            return Err(IndexError::Db(format!(
+                "id file {} is damaged (entry checksum mismatch)",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn entry(&self, i: u64) -> Result<([u8; 16], u64)> {
         let mut e = [0u8; ENTRY_SIZE];
         self.file
@@ -247,19 +280,264 @@ pub struct IdIndex {
     sealed: RwLock<Sealed>,
 }
 
-/// The loaded id files, in segment order, and the largest id of any of them: an id above it
-/// (every new time-ordered id) is in none of them, whatever their number.
+/// The loaded id files, in segment order, the group filters over them, and the largest id of
+/// any of them: an id above it (every new time-ordered id) is in none of them, whatever their
+/// number.
 struct Sealed {
     files: Vec<Arc<SegmentIds>>,
+    groups: Vec<Arc<GroupFilter>>,
+    /// What a look-up probes, oldest first: each group with the indices (in `files`) of its
+    /// members, and each file no group covers.
+    units: Vec<Unit>,
     max: Option<[u8; 16]>,
 }
 
+enum Unit {
+    File(usize),
+    Group {
+        group: usize,
+        members: Vec<usize>,
+        min: [u8; 16],
+        max: [u8; 16],
+    },
+}
+
 impl Sealed {
-    fn new(mut files: Vec<Arc<SegmentIds>>) -> Sealed {
+    fn new(mut files: Vec<Arc<SegmentIds>>, mut groups: Vec<Arc<GroupFilter>>) -> Sealed {
         files.sort_by_key(|s| s.segment);
+        groups.sort_by_key(|g| g.first_segment());
         let max = files.iter().filter(|s| s.count > 0).map(|s| s.max).max();
-        Sealed { files, max }
+        let mut units = Vec::new();
+        let mut covered = vec![false; files.len()];
+        let mut pending_groups = groups.iter().enumerate().peekable();
+        for (i, f) in files.iter().enumerate() {
+            // A group takes its place at its first member: every member it has among the files.
+            while let Some((gi, g)) =
+                pending_groups.next_if(|(_, g)| g.first_segment() <= f.segment)
+            {
+                let members: Vec<usize> = files
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| g.segments.contains(&f.segment))
+                    .map(|(j, _)| j)
+                    .collect();
+                for &j in &members {
+                    if let Some(c) = covered.get_mut(j) {
+                        *c = true;
+                    }
+                }
+                let held = || {
+                    members
+                        .iter()
+                        .filter_map(|&j| files.get(j))
+                        .filter(|f| f.count > 0)
+                };
+                if let (Some(min), Some(max)) =
+                    (held().map(|f| f.min).min(), held().map(|f| f.max).max())
+                {
+                    units.push(Unit::Group {
+                        group: gi,
+                        members,
+                        min,
+                        max,
+                    });
+                }
+            }
+            if !covered.get(i).copied().unwrap_or(true) {
+                units.push(Unit::File(i));
+            }
+        }
+        Sealed {
+            files,
+            groups,
+            units,
+            max,
+        }
     }
+
+    /// Whether `unit` may hold `id` (filter hash `h`): a file's range and filter, or a
+    /// group's range and filter.
+    fn may_hold(&self, unit: &Unit, id: &[u8; 16], h: u64) -> bool {
+        match unit {
+            Unit::File(i) => self.files.get(*i).is_some_and(|f| f.may_hold(id, h)),
+            Unit::Group {
+                group, min, max, ..
+            } => {
+                (id >= min)
+                    & (id <= max)
+                    & self
+                        .groups
+                        .get(*group)
+                        .is_some_and(|g| g.bloom.may_contain(h))
+            }
+        }
+    }
+
+    /// Searches the files of `indices` (newest first) whose filters let `id` through; stops at
+    /// the first damaged one, returned with the error.
+    fn search(
+        &self,
+        indices: &[usize],
+        id: &[u8; 16],
+        h: u64,
+    ) -> std::result::Result<Option<u64>, (u64, IndexError)> {
+        // First every filter (independent probes without branches, so that their cache and
+        // TLB misses overlap), then a search of the few files whose filter said "maybe".
+        for batch in indices.rchunks(64) {
+            let mut maybe = 0u64;
+            for (i, f) in batch.iter().enumerate() {
+                let hold = self.files.get(*f).is_some_and(|f| f.may_hold(id, h));
+                maybe |= u64::from(hold) << i;
+            }
+            while maybe != 0 {
+                let i = 63 - maybe.leading_zeros() as usize;
+                maybe &= !(1 << i);
+                let Some(f) = batch.get(i).and_then(|&f| self.files.get(f)) else {
+                    continue;
+                };
+                match f.search(id) {
+                    Ok(Some(p)) => return Ok(Some(p)),
+                    Ok(None) => {}
+                    Err(e) => return Err((f.segment, e)),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The position of `id` in any file: the units' filters first (a group's stands for its
+    /// members), then the members of the groups that said "maybe", then the searches.
+    fn lookup(&self, id: &[u8; 16]) -> std::result::Result<Option<u64>, (u64, IndexError)> {
+        let h = filter_hash(id);
+        for batch in self.units.rchunks(64) {
+            let mut maybe = 0u64;
+            for (i, u) in batch.iter().enumerate() {
+                maybe |= u64::from(self.may_hold(u, id, h)) << i;
+            }
+            while maybe != 0 {
+                let i = 63 - maybe.leading_zeros() as usize;
+                maybe &= !(1 << i);
+                let found = match batch.get(i) {
+                    Some(Unit::File(f)) => self.search(std::slice::from_ref(f), id, h)?,
+                    Some(Unit::Group { members, .. }) => self.search(members, id, h)?,
+                    None => None,
+                };
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Sealed segments one group filter covers.
+pub const GROUP_SEGMENTS: usize = 8;
+const GROUP_MAGIC: [u8; 8] = *b"\x89OXG\r\n\x1a\n";
+const GROUP_VERSION: u32 = 1;
+/// Where a group file's checksum lies: after the fields and the segments.
+const GROUP_CRC_AT: usize = 32 + 8 * GROUP_SEGMENTS;
+/// Group file header: fields, the segments, the checksum, zeros up to a cache line boundary.
+const GROUP_HEADER_SIZE: usize = (GROUP_CRC_AT + 4).next_multiple_of(64);
+
+/// One bloom filter over the ids of [`GROUP_SEGMENTS`] sealed segments, so that a look-up of
+/// an id that is not time-ordered probes one filter per group instead of one per segment.
+///
+/// File `{first segment:020}.group` (little endian), derived like the id files and rebuilt
+/// from them when missing or damaged:
+///
+/// | offset | size | field |
+/// |---:|---:|---|
+/// | 0 | 8 | magic `\x89OXG\r\n\x1a\n` |
+/// | 8 | 4 | format version (1) |
+/// | 12 | 4 | segment count g (8) |
+/// | 16 | 8 | id count n |
+/// | 24 | 8 | filter words w (as in an id file) |
+/// | 32 | 64 | the segments (first positions), ascending |
+/// | 96 | 4 | CRC32 of bytes 0..96, 100..128 and the filter words |
+/// | 100 | 28 | zero |
+/// | 128 | 8w | split-block bloom filter of all the segments' ids |
+struct GroupFilter {
+    segments: Vec<u64>,
+    bloom: Bloom,
+}
+
+impl GroupFilter {
+    fn first_segment(&self) -> u64 {
+        self.segments.first().copied().unwrap_or(0)
+    }
+}
+
+/// The file name of the group filter whose first segment is `segment`.
+fn group_file_name(segment: u64) -> String {
+    format!("{segment:020}.group")
+}
+
+fn parse_group_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".group")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn group_header(segments: &[u64], ids: u64, words: u64) -> [u8; GROUP_HEADER_SIZE] {
+    let mut h = [0u8; GROUP_HEADER_SIZE];
+    h[..8].copy_from_slice(&GROUP_MAGIC);
+    h[8..12].copy_from_slice(&GROUP_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(segments.len() as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&ids.to_le_bytes());
+    h[24..32].copy_from_slice(&words.to_le_bytes());
+    for (slot, s) in h[32..GROUP_CRC_AT].chunks_exact_mut(8).zip(segments) {
+        slot.copy_from_slice(&s.to_le_bytes());
+    }
+    h
+}
+
+fn load_group(path: &Path) -> Result<GroupFilter> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let damaged =
+        |why: &str| IndexError::Db(format!("group file {} is damaged: {why}", path.display()));
+    if len < GROUP_HEADER_SIZE as u64 {
+        return Err(damaged("shorter than its header"));
+    }
+    let mut h = [0u8; GROUP_HEADER_SIZE];
+    file.read_exact_at(&mut h, 0).map_err(|e| io_err(path, e))?;
+    let u64_at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    let (ids, words) = (u64_at(16), u64_at(24));
+    let segments: Vec<u64> = (0..GROUP_SEGMENTS).map(|i| u64_at(32 + 8 * i)).collect();
+    if h[..8] != GROUP_MAGIC
+        || u32_at(8) != GROUP_VERSION
+        || u32_at(12) as usize != GROUP_SEGMENTS
+        || ids > IDS_PER_SEGMENT_MAX * GROUP_SEGMENTS as u64
+        || words != bloom_words_for(ids)
+        || segments.windows(2).any(|w| w[0] >= w[1])
+        || h[GROUP_CRC_AT + 4..].iter().any(|b| *b != 0)
+    {
+        return Err(damaged("header field out of bounds"));
+    }
+    if len != GROUP_HEADER_SIZE as u64 + words * 8 {
+        return Err(damaged("length disagrees with the header"));
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[..GROUP_CRC_AT]);
+    crc.update(&h[GROUP_CRC_AT + 4..]);
+    hash_range(&file, path, &mut crc, GROUP_HEADER_SIZE as u64, words * 8)?;
+    if crc.finalize() != u32_at(GROUP_CRC_AT) {
+        return Err(damaged("checksum mismatch"));
+    }
+    let words =
+        map_words(&file, GROUP_HEADER_SIZE as u64, words * 8).map_err(|e| io_err(path, e))?;
+    Ok(GroupFilter {
+        segments,
+        bloom: Bloom { words },
+    })
 }
 
 /// The file name of a segment's id file.
@@ -319,7 +597,8 @@ fn load(path: &Path) -> Result<SegmentIds> {
     if crc.finalize() != u32_at(76) {
         return Err(damaged("header checksum mismatch"));
     }
-    let bloom_words = map_words(&file, bloom_len).map_err(|e| io_err(path, e))?;
+    let bloom_words =
+        map_words(&file, HEADER_SIZE as u64, bloom_len).map_err(|e| io_err(path, e))?;
     let mut min = [0u8; 16];
     let mut max = [0u8; 16];
     min.copy_from_slice(&h[40..56]);
@@ -361,20 +640,20 @@ fn hash_range(
     Ok(())
 }
 
-/// Maps the filter of an id file (`len` bytes after the header) read-only.
-fn map_words(file: &File, len: u64) -> std::io::Result<Words> {
+/// Maps the filter of an id file or a group file (`len` bytes at `offset`) read-only.
+fn map_words(file: &File, offset: u64, len: u64) -> std::io::Result<Words> {
     let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     if len == 0 {
         return Ok(Words::Owned(Vec::new()));
     }
-    // SAFETY: id files are immutable once renamed into place (written whole to a temporary
+    // SAFETY: id files and group files are immutable once renamed into place (written whole to a temporary
     // name first) and this process never writes them again; the length was checked against
     // the file's size above. What the map cannot guard against is another process truncating
     // or rewriting the file while it is open: a probe of a page cut off would be SIGBUS, as
     // for the segment maps (docs/architecture.md, "Reads").
     let map = unsafe {
         memmap2::MmapOptions::new()
-            .offset(HEADER_SIZE as u64)
+            .offset(offset)
             .len(len)
             .map(file)?
     };
@@ -387,12 +666,23 @@ impl IdIndex {
     pub fn open(dir: &Path) -> Result<IdIndex> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let mut sealed = Vec::new();
+        let mut groups = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
             let entry = entry.map_err(|e| io_err(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = dir.join(&name);
             if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if let Some(first) = parse_group_file_name(&name) {
+                match load_group(&path) {
+                    Ok(g) if g.first_segment() == first => groups.push(Arc::new(g)),
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(file = %path.display(), "damaged group filter; it will be rebuilt");
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
                 continue;
             }
             let Some(segment) = parse_file_name(&name) else {
@@ -406,10 +696,12 @@ impl IdIndex {
                 }
             }
         }
-        Ok(IdIndex {
+        let idx = IdIndex {
             dir: dir.to_path_buf(),
-            sealed: RwLock::new(Sealed::new(sealed)),
-        })
+            sealed: RwLock::new(Sealed::new(sealed, groups)),
+        };
+        idx.build_groups()?;
+        Ok(idx)
     }
 
     fn sealed(&self) -> Vec<Arc<SegmentIds>> {
@@ -446,7 +738,8 @@ impl IdIndex {
             }
             k
         });
-        *g = Sealed::new(files);
+        let groups = std::mem::take(&mut g.groups);
+        *g = Sealed::new(files, groups);
     }
 
     /// The position of `id` in a sealed segment, if any.
@@ -456,45 +749,20 @@ impl IdIndex {
             if sealed.max.is_none_or(|max| id > &max) {
                 return Ok(None);
             }
-            let h = filter_hash(id);
-            // Newest files first, 64 at a time: first every filter of the batch (independent
-            // probes without branches, so that their cache and TLB misses overlap), then a
-            // search of the few files whose filter let the id through.
-            let mut damaged = None;
-            'files: for batch in sealed.files.rchunks(64) {
-                let mut maybe = 0u64;
-                for (i, s) in batch.iter().enumerate() {
-                    maybe |= u64::from(s.may_hold(id, h)) << i;
-                }
-                while maybe != 0 {
-                    let i = 63 - maybe.leading_zeros() as usize;
-                    maybe &= !(1 << i);
-                    let Some(s) = batch.get(i) else { break };
-                    match s.search(id) {
-                        Ok(Some(p)) => return Ok(Some(p)),
-                        Ok(None) => {}
-                        Err(e) => {
-                            damaged = Some((s.segment, e));
-                            break 'files;
-                        }
-                    }
-                }
+            match sealed.lookup(id) {
+                Ok(found) => return Ok(found),
+                Err(damaged) => damaged,
             }
-            damaged
         };
-        match damaged {
-            None => Ok(None),
-            Some((segment, e)) => {
-                // Forget the damaged file; the next open rebuilds it from its segment.
-                let keep: Vec<u64> = self
-                    .segments()
-                    .into_iter()
-                    .filter(|&x| x != segment)
-                    .collect();
-                self.retain_segments(&keep);
-                Err(e)
-            }
-        }
+        // Forget the damaged file; the next open rebuilds it from its segment.
+        let (segment, e) = damaged;
+        let keep: Vec<u64> = self
+            .segments()
+            .into_iter()
+            .filter(|&x| x != segment)
+            .collect();
+        self.retain_segments(&keep);
+        Err(e)
     }
 
     /// Writes the id file of a sealed segment (temp file, rename) and starts using it. The
@@ -544,12 +812,71 @@ impl IdIndex {
         }
         std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
         let loaded = Arc::new(load(&path)?);
-        let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
-        let mut files = std::mem::take(&mut g.files);
-        files.retain(|s| s.segment != segment);
-        files.push(loaded);
-        *g = Sealed::new(files);
-        Ok(())
+        {
+            let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+            let mut files = std::mem::take(&mut g.files);
+            files.retain(|s| s.segment != segment);
+            files.push(loaded);
+            let groups = std::mem::take(&mut g.groups);
+            *g = Sealed::new(files, groups);
+        }
+        self.build_groups()
+    }
+
+    /// Writes the group filter of every [`GROUP_SEGMENTS`] consecutive id files that no group
+    /// covers yet (oldest first), from their entries, and starts using it. Derived data like
+    /// the id files: not fsynced; a file whose entries fail their checksum leaves its group
+    /// unbuilt (its look-ups report the damage).
+    pub fn build_groups(&self) -> Result<()> {
+        loop {
+            let todo: Vec<Arc<SegmentIds>> = {
+                let g = self.sealed.read().unwrap_or_else(|p| p.into_inner());
+                g.files
+                    .iter()
+                    .filter(|f| !g.groups.iter().any(|gr| gr.segments.contains(&f.segment)))
+                    .take(GROUP_SEGMENTS)
+                    .cloned()
+                    .collect()
+            };
+            if todo.len() < GROUP_SEGMENTS {
+                return Ok(());
+            }
+            let ids: u64 = todo.iter().map(|f| f.count).sum();
+            let mut bloom = Bloom::with_capacity(usize::try_from(ids).unwrap_or(usize::MAX));
+            for f in &todo {
+                if f.for_each_id(|id| bloom.insert(id)).is_err() {
+                    tracing::warn!(file = %f.path.display(), "damaged id file; its group filter waits for its rebuild");
+                    return Ok(());
+                }
+            }
+            let segments: Vec<u64> = todo.iter().map(|f| f.segment).collect();
+            let first = segments.first().copied().unwrap_or(0);
+            let words = bloom.words.len() as u64;
+            let mut h = group_header(&segments, ids, words);
+            let bloom_bytes = bloom.to_bytes();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&h[..GROUP_CRC_AT]);
+            crc.update(&h[GROUP_CRC_AT + 4..]);
+            crc.update(&bloom_bytes);
+            h[GROUP_CRC_AT..GROUP_CRC_AT + 4].copy_from_slice(&crc.finalize().to_le_bytes());
+            let path = self.dir.join(group_file_name(first));
+            let tmp = self.dir.join(format!("{}.tmp", group_file_name(first)));
+            {
+                let mut f =
+                    std::io::BufWriter::new(File::create(&tmp).map_err(|e| io_err(&tmp, e))?);
+                f.write_all(&h).map_err(|e| io_err(&tmp, e))?;
+                f.write_all(&bloom_bytes).map_err(|e| io_err(&tmp, e))?;
+                f.flush().map_err(|e| io_err(&tmp, e))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+            let loaded = Arc::new(load_group(&path)?);
+            let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+            let files = std::mem::take(&mut g.files);
+            let mut groups = std::mem::take(&mut g.groups);
+            groups.retain(|gr| gr.first_segment() != first);
+            groups.push(loaded);
+            *g = Sealed::new(files, groups);
+        }
     }
 }
 
@@ -647,11 +974,31 @@ mod tests {
 
     #[test]
     fn lookups_search_every_file_across_batches_of_filters() {
-        // More files than one batch of filter probes (64), random ids as v4 ones are: the
-        // range check skips none, every lookup goes through the filters.
+        // More units (groups and files alone) than one batch of filter probes (64), random
+        // ids as v4 ones are: the range checks skip none, every lookup goes through the
+        // filters.
         let dir = tempfile::tempdir().unwrap();
-        let idx = IdIndex::open(dir.path()).unwrap();
-        let files = 70u64;
+        let files = 64 * GROUP_SEGMENTS as u64 + 10;
+        let idx = index_of_files(dir.path(), files);
+        let g = GROUP_SEGMENTS as u64;
+        let units = idx.sealed.read().unwrap().units.len() as u64;
+        assert_eq!(units, files / g + files % g);
+        assert!(units > 64);
+        for f in [0, 5, 9, 10, 300, files - 11, files - 10, files - 1] {
+            for i in [0, 57, 199] {
+                let n = f * 1000 + i;
+                assert_eq!(idx.lookup(&id(n)).unwrap(), Some(n + 1), "id {n}");
+            }
+        }
+        for n in (0..files * 1000).step_by(97).filter(|n| n % 1000 >= 200) {
+            assert_eq!(idx.lookup(&id(n)).unwrap(), None, "id {n}");
+        }
+    }
+
+    /// An index of `files` id files of 200 ids each (segment f * 1000 holds ids f * 1000 ..
+    /// f * 1000 + 199 at position id + 1).
+    fn index_of_files(dir: &Path, files: u64) -> IdIndex {
+        let idx = IdIndex::open(dir).unwrap();
         for f in 0..files {
             let mut m = IdMap::default();
             for i in 0..200 {
@@ -659,15 +1006,95 @@ mod tests {
             }
             idx.write_segment(f * 1000, &m).unwrap();
         }
-        for f in [0, 5, 63, 64, 69] {
-            for i in [0, 57, 199] {
-                let n = f * 1000 + i;
+        idx
+    }
+
+    fn group_count(idx: &IdIndex) -> usize {
+        idx.sealed.read().unwrap().groups.len()
+    }
+
+    #[test]
+    fn every_eight_files_get_a_group_filter_that_lookups_go_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = index_of_files(dir.path(), 20);
+        // 20 files: two groups, 4 files alone.
+        assert_eq!(group_count(&idx), 2);
+        let units = idx.sealed.read().unwrap().units.len();
+        assert_eq!(units, 2 + 4);
+        for p in [
+            dir.path().join(group_file_name(0)),
+            dir.path().join(group_file_name(8_000)),
+        ] {
+            assert!(p.exists(), "{}", p.display());
+        }
+        let check = |idx: &IdIndex| {
+            for n in [0, 199, 7_000, 7_123, 8_000, 15_199, 16_000, 19_199] {
                 assert_eq!(idx.lookup(&id(n)).unwrap(), Some(n + 1), "id {n}");
             }
+            for n in [200, 7_500, 19_200, 20_000] {
+                assert_eq!(idx.lookup(&id(n)).unwrap(), None, "id {n}");
+            }
+        };
+        check(&idx);
+        // Reopened, the groups are loaded, not rebuilt.
+        drop(idx);
+        let before = std::fs::metadata(dir.path().join(group_file_name(0)))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let idx = IdIndex::open(dir.path()).unwrap();
+        assert_eq!(group_count(&idx), 2);
+        let after = std::fs::metadata(dir.path().join(group_file_name(0)))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(before, after);
+        check(&idx);
+        // A group filter that says "no" for an id hides it: the files alone are not probed.
+        let g = idx.sealed.read().unwrap().groups[0].clone();
+        assert!(!g.bloom.may_contain(filter_hash(&id(8_000))));
+        assert!(g.bloom.may_contain(filter_hash(&id(5_007))));
+    }
+
+    #[test]
+    fn a_damaged_or_missing_group_filter_is_rebuilt_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(index_of_files(dir.path(), 17));
+        let p = dir.path().join(group_file_name(8_000));
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x10;
+        std::fs::write(&p, &bytes).unwrap();
+        std::fs::remove_file(dir.path().join(group_file_name(0))).unwrap();
+        let idx = IdIndex::open(dir.path()).unwrap();
+        assert_eq!(group_count(&idx), 2);
+        assert_ne!(std::fs::read(&p).unwrap(), bytes);
+        for n in [3, 8_003, 15_199, 16_199] {
+            assert_eq!(idx.lookup(&id(n)).unwrap(), Some(n + 1), "id {n}");
         }
-        for n in (0..files * 1000).step_by(7).filter(|n| n % 1000 >= 200) {
-            assert_eq!(idx.lookup(&id(n)).unwrap(), None, "id {n}");
-        }
+        // A group file whose segments are not in order is refused too.
+        drop(idx);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.swap(32, 40);
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(load_group(&p).is_err());
+    }
+
+    #[test]
+    fn a_damaged_member_of_a_group_is_reported_by_the_lookup_that_reaches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(index_of_files(dir.path(), 8));
+        let p = dir.path().join(file_name(5_000));
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let idx = IdIndex::open(dir.path()).unwrap();
+        assert_eq!(group_count(&idx), 1);
+        assert!(idx.lookup(&id(5_003)).is_err());
+        // The damaged file is forgotten; the rest is still found through the group.
+        assert!(!idx.has_segment(5_000));
+        assert_eq!(idx.lookup(&id(7_003)).unwrap(), Some(7_004));
     }
 
     #[test]
