@@ -278,6 +278,9 @@ impl SegmentIds {
 pub struct IdIndex {
     dir: PathBuf,
     sealed: RwLock<Sealed>,
+    /// Held while group filters are built: one builder at a time (the indexer, and the writer
+    /// when it rebuilds a damaged id file), so that two never write the same file.
+    building: std::sync::Mutex<()>,
 }
 
 /// The loaded id files, in segment order, the group filters over them, and the largest id of
@@ -699,8 +702,9 @@ impl IdIndex {
         let idx = IdIndex {
             dir: dir.to_path_buf(),
             sealed: RwLock::new(Sealed::new(sealed, groups)),
+            building: std::sync::Mutex::new(()),
         };
-        idx.build_groups()?;
+        idx.build_missing_groups();
         Ok(idx)
     }
 
@@ -820,7 +824,16 @@ impl IdIndex {
             let groups = std::mem::take(&mut g.groups);
             *g = Sealed::new(files, groups);
         }
-        self.build_groups()
+        self.build_missing_groups();
+        Ok(())
+    }
+
+    /// [`IdIndex::build_groups`], a failure only logged: the filters speed look-ups up, the
+    /// id files alone answer them.
+    fn build_missing_groups(&self) {
+        if let Err(e) = self.build_groups() {
+            tracing::warn!(error = %e, "cannot write a group filter; look-ups probe each id file");
+        }
     }
 
     /// Writes the group filter of every [`GROUP_SEGMENTS`] consecutive id files that no group
@@ -828,6 +841,7 @@ impl IdIndex {
     /// the id files: not fsynced; a file whose entries fail their checksum leaves its group
     /// unbuilt (its look-ups report the damage).
     pub fn build_groups(&self) -> Result<()> {
+        let _one_builder = self.building.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let todo: Vec<Arc<SegmentIds>> = {
                 let g = self.sealed.read().unwrap_or_else(|p| p.into_inner());
@@ -1078,6 +1092,20 @@ mod tests {
         bytes.swap(32, 40);
         std::fs::write(&p, &bytes).unwrap();
         assert!(load_group(&p).is_err());
+    }
+
+    #[test]
+    fn a_group_filter_that_cannot_be_written_leaves_the_id_files_working() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the group's temporary file would go: creating it fails.
+        std::fs::create_dir(dir.path().join(format!("{}.tmp", group_file_name(0)))).unwrap();
+        let idx = index_of_files(dir.path(), GROUP_SEGMENTS as u64 + 1);
+        assert_eq!(group_count(&idx), 0);
+        assert_eq!(idx.segments().len(), GROUP_SEGMENTS + 1);
+        for n in [3, 5_003, 8_199] {
+            assert_eq!(idx.lookup(&id(n)).unwrap(), Some(n + 1), "id {n}");
+        }
+        assert_eq!(idx.lookup(&id(8_200)).unwrap(), None);
     }
 
     #[test]
