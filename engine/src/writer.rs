@@ -599,10 +599,7 @@ impl Writer {
             // The log rolled: the ids collected so far belong to the sealed segment (the
             // frames of one append are never split by a roll).
             // Room for as many ids as the sealed segment held, or the usual guess.
-            let room = IdMap::with_capacity_and_hasher(
-                self.active_ids.len().max(self.ids_room),
-                Default::default(),
-            );
+            let room = presized(IdMap::default(), self.active_ids.len().max(self.ids_room));
             let ids = Arc::new(std::mem::replace(&mut self.active_ids, room));
             self.sealing.push((self.active_segment, ids.clone()));
             sealed_now.push((self.active_segment, ids));

@@ -473,15 +473,7 @@ impl GroupFilter {
 
 /// The file name of the group filter whose first segment is `segment`.
 fn group_file_name(segment: u64) -> String {
-    format!("{segment:020}.group")
-}
-
-fn parse_group_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".group")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    crate::segment_file_name(segment, "group")
 }
 
 fn group_header(segments: &[u64], ids: u64, words: u64) -> [u8; GROUP_HEADER_SIZE] {
@@ -545,15 +537,7 @@ fn load_group(path: &Path) -> Result<GroupFilter> {
 
 /// The file name of a segment's id file.
 pub fn file_name(segment: u64) -> String {
-    format!("{segment:020}.ids")
-}
-
-fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".ids")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    crate::segment_file_name(segment, "ids")
 }
 
 fn load(path: &Path) -> Result<SegmentIds> {
@@ -678,7 +662,7 @@ impl IdIndex {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            if let Some(first) = parse_group_file_name(&name) {
+            if let Some(first) = crate::parse_segment_file_name(&name, "group") {
                 match load_group(&path) {
                     Ok(g) if g.first_segment() == first => groups.push(Arc::new(g)),
                     Ok(_) | Err(_) => {
@@ -688,7 +672,7 @@ impl IdIndex {
                 }
                 continue;
             }
-            let Some(segment) = parse_file_name(&name) else {
+            let Some(segment) = crate::parse_segment_file_name(&name, "ids") else {
                 continue;
             };
             match load(&path) {

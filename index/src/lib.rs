@@ -40,6 +40,21 @@ pub mod ids;
 pub mod streams;
 
 use orchestrix_log::{Checkpoint, FrameLocation};
+
+/// The name of a per-segment file: the segment's first position in 20 digits, then
+/// `.{extension}` (`ids`, `group`, `streams`), so that names sort in log order.
+pub(crate) fn segment_file_name(segment: u64, extension: &str) -> String {
+    format!("{segment:020}.{extension}")
+}
+
+/// The segment a name made by [`segment_file_name`] with `extension` stands for.
+pub(crate) fn parse_segment_file_name(name: &str, extension: &str) -> Option<u64> {
+    let digits = name.strip_suffix(extension)?.strip_suffix('.')?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 use streams::ChunkRow;
 
@@ -551,6 +566,38 @@ pub struct IndexStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segment_file_names_round_trip_and_reject_others() {
+        assert_eq!(
+            segment_file_name(817_200, "ids"),
+            "00000000000000817200.ids"
+        );
+        assert_eq!(
+            parse_segment_file_name("00000000000000817200.ids", "ids"),
+            Some(817_200)
+        );
+        assert_eq!(
+            parse_segment_file_name("00000000000000817200.ids", "group"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("00000000000000817200ids", "ids"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("0000000000000817200.ids", "ids"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("0000000000000081720x.ids", "ids"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("00000000000000817200.ids.tmp", "ids"),
+            None
+        );
+    }
 
     fn frame(pos: u64, stream: &str, v: u64, n: u32) -> FrameSummary {
         FrameSummary {

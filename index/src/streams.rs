@@ -260,15 +260,7 @@ struct SegmentFile {
 
 /// The file name of a segment's stream index file.
 pub fn file_name(segment: u64) -> String {
-    format!("{segment:020}.streams")
-}
-
-fn parse_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".streams")?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    crate::segment_file_name(segment, "streams")
 }
 
 fn load(path: &Path, segment: u64) -> Result<SegmentFile> {
@@ -313,7 +305,7 @@ impl StreamFiles {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            let Some(segment) = parse_file_name(&name) else {
+            let Some(segment) = crate::parse_segment_file_name(&name, "streams") else {
                 continue;
             };
             match load(&path, segment) {
