@@ -604,6 +604,22 @@ fn load(path: &Path) -> Result<SegmentIds> {
     })
 }
 
+/// Writes `parts` one after the other to `dir/name` as a whole: to a temporary name first,
+/// then renamed into place (not fsynced: these files are derived and rebuilt when damaged).
+fn write_whole(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io_err(&tmp, e))?);
+        for part in parts {
+            f.write_all(part).map_err(|e| io_err(&tmp, e))?;
+        }
+        f.flush().map_err(|e| io_err(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    Ok(path)
+}
+
 /// Feeds `len` bytes of `file` from `offset` to `crc`, reading at most 1 MiB at a time.
 fn hash_range(
     file: &File,
@@ -789,16 +805,7 @@ impl IdIndex {
         crc.update(&h[80..]);
         crc.update(&bloom_bytes);
         h[76..80].copy_from_slice(&crc.finalize().to_le_bytes());
-        let path = self.dir.join(file_name(segment));
-        let tmp = self.dir.join(format!("{}.tmp", file_name(segment)));
-        {
-            let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(|e| io_err(&tmp, e))?);
-            f.write_all(&h).map_err(|e| io_err(&tmp, e))?;
-            f.write_all(&bloom_bytes).map_err(|e| io_err(&tmp, e))?;
-            f.write_all(&body).map_err(|e| io_err(&tmp, e))?;
-            f.flush().map_err(|e| io_err(&tmp, e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+        let path = write_whole(&self.dir, &file_name(segment), &[&h, &bloom_bytes, &body])?;
         let loaded = Arc::new(load(&path)?);
         {
             let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
@@ -857,16 +864,7 @@ impl IdIndex {
             crc.update(&h[GROUP_CRC_AT + 4..]);
             crc.update(&bloom_bytes);
             h[GROUP_CRC_AT..GROUP_CRC_AT + 4].copy_from_slice(&crc.finalize().to_le_bytes());
-            let path = self.dir.join(group_file_name(first));
-            let tmp = self.dir.join(format!("{}.tmp", group_file_name(first)));
-            {
-                let mut f =
-                    std::io::BufWriter::new(File::create(&tmp).map_err(|e| io_err(&tmp, e))?);
-                f.write_all(&h).map_err(|e| io_err(&tmp, e))?;
-                f.write_all(&bloom_bytes).map_err(|e| io_err(&tmp, e))?;
-                f.flush().map_err(|e| io_err(&tmp, e))?;
-            }
-            std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+            let path = write_whole(&self.dir, &group_file_name(first), &[&h, &bloom_bytes])?;
             let loaded = Arc::new(load_group(&path)?);
             let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
             let files = std::mem::take(&mut g.files);
@@ -1007,6 +1005,16 @@ mod tests {
         idx
     }
 
+    /// Flips a bit of the last byte of the file at `p`; returns the damaged bytes.
+    fn flip_last_byte(p: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(p).unwrap();
+        if let Some(b) = bytes.last_mut() {
+            *b ^= 0x10;
+        }
+        std::fs::write(p, &bytes).unwrap();
+        bytes
+    }
+
     fn group_count(idx: &IdIndex) -> usize {
         idx.sealed.read().unwrap().groups.len()
     }
@@ -1059,10 +1067,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(index_of_files(dir.path(), 17));
         let p = dir.path().join(group_file_name(8_000));
-        let mut bytes = std::fs::read(&p).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x10;
-        std::fs::write(&p, &bytes).unwrap();
+        let bytes = flip_last_byte(&p);
         std::fs::remove_file(dir.path().join(group_file_name(0))).unwrap();
         let idx = IdIndex::open(dir.path()).unwrap();
         assert_eq!(group_count(&idx), 2);
@@ -1096,11 +1101,7 @@ mod tests {
     fn a_damaged_member_of_a_group_is_reported_by_the_lookup_that_reaches_it() {
         let dir = tempfile::tempdir().unwrap();
         drop(index_of_files(dir.path(), 8));
-        let p = dir.path().join(file_name(5_000));
-        let mut bytes = std::fs::read(&p).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        std::fs::write(&p, &bytes).unwrap();
+        flip_last_byte(&dir.path().join(file_name(5_000)));
         let idx = IdIndex::open(dir.path()).unwrap();
         assert_eq!(group_count(&idx), 1);
         assert!(idx.lookup(&id(5_003)).is_err());
