@@ -17,7 +17,7 @@ fi
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(frame_decoder snapshot_decoder segment_recovery stream_file_decoder)
+    targets=(frame_decoder snapshot_decoder segment_recovery stream_file_decoder id_files_damage)
 fi
 
 failed=()
