@@ -48,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
             )
             .expect("a decoded frame must re-encode");
             let len = usize::try_from(h.frame_len()).expect("frame length fits usize");
-            assert_eq!(&again[..], &data[..len], "re-encoded frame differs from input");
+            assert_eq!(
+                &again[..],
+                &data[..len],
+                "re-encoded frame differs from input"
+            );
         }
         Err(_) => {}
     }

@@ -80,7 +80,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(idx) = IdIndex::open(&dir) {
         for n in (0..FILES * 100 + 50).step_by(3) {
             if let Ok(Some(p)) = idx.lookup(&id(n)) {
-                assert_eq!(Some(p), position(n), "id {n} answered at a position not written");
+                assert_eq!(
+                    Some(p),
+                    position(n),
+                    "id {n} answered at a position not written"
+                );
             }
         }
     }
