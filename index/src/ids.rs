@@ -188,55 +188,43 @@ struct SegmentIds {
 }
 
 impl SegmentIds {
+    /// Checks the entries against their checksum (once: the answer is kept).
     fn verify_entries(&self) -> Result<()> {
         if self.entries_verified.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut h = crc32fast::Hasher::new();
-        hash_range(
-            &self.file,
-            &self.path,
-            &mut h,
-            self.entries_offset,
-            self.count * ENTRY_SIZE as u64,
-        )?;
-        if h.finalize() != self.entries_crc {
-            return Err(IndexError::Db(format!(
-                "id file {} is damaged (entry checksum mismatch)",
-                self.path.display()
-            )));
-        }
-        self.entries_verified.store(true, Ordering::Release);
-        Ok(())
+        self.for_each_id(|_| {})
     }
 
     /// Passes every id of the file, in order, to `visit`, reading the entries in large
-    /// chunks; fails (after the visits) if they do not match their checksum.
+    /// chunks; fails (after the visits) if they do not match their checksum, and otherwise
+    /// records them as verified.
     fn for_each_id(&self, mut visit: impl FnMut(&[u8; 16])) -> Result<()> {
-        const CHUNK_ENTRIES: u64 = 32 * 1024;
-        let mut buf = vec![0u8; (CHUNK_ENTRIES.min(self.count) as usize) * ENTRY_SIZE];
+        const CHUNK_BYTES: usize = 32 * 1024 * ENTRY_SIZE;
         let mut crc = crc32fast::Hasher::new();
-        let mut done = 0u64;
-        while done < self.count {
-            let n = (self.count - done).min(CHUNK_ENTRIES) as usize;
-            let chunk = buf.get_mut(..n * ENTRY_SIZE).unwrap_or_default();
-            self.file
-                .read_exact_at(chunk, self.entries_offset + done * ENTRY_SIZE as u64)
-                .map_err(|e| io_err(&self.path, e))?;
-            crc.update(chunk);
-            for e in chunk.chunks_exact(ENTRY_SIZE) {
-                if let Some(id) = e.first_chunk::<16>() {
-                    visit(id);
+        let len = self.count * ENTRY_SIZE as u64;
+        for_each_chunk(
+            &self.file,
+            &self.path,
+            self.entries_offset,
+            len,
+            CHUNK_BYTES,
+            |chunk| {
+                crc.update(chunk);
+                for e in chunk.chunks_exact(ENTRY_SIZE) {
+                    if let Some(id) = e.first_chunk::<16>() {
+                        visit(id);
+                    }
                 }
-            }
-            done += n as u64;
-        }
+            },
+        )?;
         if crc.finalize() != self.entries_crc {
             return Err(IndexError::Db(format!(
                 "id file {} is damaged (entry checksum mismatch)",
                 self.path.display()
             )));
         }
+        self.entries_verified.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -620,15 +608,17 @@ fn write_whole(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Feeds `len` bytes of `file` from `offset` to `crc`, reading at most 1 MiB at a time.
-fn hash_range(
+/// Passes `len` bytes of `file` from `offset` to `visit`, in chunks of at most `chunk_len`
+/// bytes (every chunk but the last exactly that long).
+fn for_each_chunk(
     file: &File,
     path: &Path,
-    crc: &mut crc32fast::Hasher,
     offset: u64,
     len: u64,
+    chunk_len: usize,
+    mut visit: impl FnMut(&[u8]),
 ) -> Result<()> {
-    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(1 << 20)];
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(chunk_len)];
     let mut done = 0u64;
     while done < len {
         let n = usize::try_from(len - done)
@@ -637,10 +627,21 @@ fn hash_range(
         let chunk = buf.get_mut(..n).unwrap_or_default();
         file.read_exact_at(chunk, offset + done)
             .map_err(|e| io_err(path, e))?;
-        crc.update(chunk);
+        visit(chunk);
         done += n as u64;
     }
     Ok(())
+}
+
+/// Feeds `len` bytes of `file` from `offset` to `crc`, reading at most 1 MiB at a time.
+fn hash_range(
+    file: &File,
+    path: &Path,
+    crc: &mut crc32fast::Hasher,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    for_each_chunk(file, path, offset, len, 1 << 20, |chunk| crc.update(chunk))
 }
 
 /// Maps the filter of an id file or a group file (`len` bytes at `offset`) read-only.

@@ -40,6 +40,8 @@ pub mod ids;
 pub mod streams;
 
 use orchestrix_log::{Checkpoint, FrameLocation};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use streams::ChunkRow;
 
 /// The name of a per-segment file: the segment's first position in 20 digits, then
 /// `.{extension}` (`ids`, `group`, `streams`), so that names sort in log order.
@@ -55,8 +57,6 @@ pub(crate) fn parse_segment_file_name(name: &str, extension: &str) -> Option<u64
     }
     digits.parse().ok()
 }
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
-use streams::ChunkRow;
 
 /// (segment, offset, length, event count) of a frame.
 type FrameValue = (u64, u64, u64, u32);

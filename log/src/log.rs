@@ -696,10 +696,7 @@ impl LogWriter {
         if self.poisoned {
             return Err(LogError::Poisoned);
         }
-        let used = self.written + self.buf.len() as u64;
-        if used > SEGMENT_HEADER_SIZE as u64
-            && used.saturating_add(bytes_max) > self.config.segment_size_bytes_max
-        {
+        if self.would_overflow(self.written + self.buf.len() as u64, bytes_max) {
             let r = self.roll();
             self.latch(r)?;
         }
@@ -727,6 +724,13 @@ impl LogWriter {
         }
     }
 
+    /// Whether `bytes` more after `used` bytes of the active segment would take it past the
+    /// segment size (a segment holding no frame yet takes them whatever their size).
+    fn would_overflow(&self, used: u64, bytes: u64) -> bool {
+        used > SEGMENT_HEADER_SIZE as u64
+            && used.saturating_add(bytes) > self.config.segment_size_bytes_max
+    }
+
     fn append_frame(
         &mut self,
         event_count: u32,
@@ -751,10 +755,7 @@ impl LogWriter {
         if !continues {
             self.unit = None;
         }
-        if !in_unit
-            && used > SEGMENT_HEADER_SIZE as u64
-            && used + frame_len > self.config.segment_size_bytes_max
-        {
+        if !in_unit && self.would_overflow(used, frame_len) {
             let frame_bytes = self.buf.split_off(start);
             let r = self.roll();
             self.latch(r)?;
