@@ -1092,6 +1092,7 @@ impl Store {
             drained: Vec::new(),
             firsts: Vec::new(),
             locations: Vec::new(),
+            id_hashes: Vec::new(),
             type_names: Default::default(),
         };
         let mut threads = Vec::new();

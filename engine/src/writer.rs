@@ -150,6 +150,8 @@ pub(crate) struct Writer {
     pub firsts: Vec<u64>,
     /// Reused between appends: where each part's frame went.
     pub locations: Vec<FrameLocation>,
+    /// Reused between appends: the hash in [`Writer::active_ids`] of each event's id.
+    pub id_hashes: Vec<u64>,
     /// One shared copy of each event type's name (see [`Writer::type_name`]).
     pub type_names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
@@ -473,12 +475,13 @@ impl Writer {
     fn lookup_id(
         &self,
         id: &[u8; 16],
+        hash: u64,
         summaries: &[FrameSummary],
         group_first_position: u64,
     ) -> Result<Option<Placement>> {
-        let mut position = self.active_ids.get(id).copied();
+        let mut position = self.active_ids.get_hashed(hash, id);
         if position.is_none() {
-            position = self.sealing.iter().find_map(|(_, m)| m.get(id).copied());
+            position = self.sealing.iter().find_map(|(_, m)| m.get(id));
         }
         if position.is_none() {
             position = match self.inner.ids.lookup(id) {
@@ -552,21 +555,28 @@ impl Writer {
             return Err(StoreError::Poisoned);
         }
         // Idempotency: look every id up (the list of places is made only if one is found).
+        // Their hashes first, touching their slots in the map: the cache misses of all the
+        // append's ids overlap instead of coming one per look-up.
+        let mut hashes = std::mem::take(&mut self.id_hashes);
+        hashes.clear();
+        for e in parts.iter().flat_map(|p| &p.events) {
+            let h = self.active_ids.hash(&e.id);
+            self.active_ids.touch(h);
+            hashes.push(h);
+        }
         let mut found: Option<Vec<Option<Placement>>> = None;
-        let mut looked_up = 0;
-        for p in parts.iter() {
-            for e in &p.events {
-                let place = self.lookup_id(&e.id, summaries, group_first_position)?;
-                if place.is_some() && found.is_none() {
-                    found = Some(vec![None; looked_up]);
-                }
-                if let Some(found) = &mut found {
-                    found.push(place);
-                }
-                looked_up += 1;
+        let events = parts.iter().flat_map(|p| &p.events);
+        for (looked_up, (e, &h)) in events.zip(&hashes).enumerate() {
+            let place = self.lookup_id(&e.id, h, summaries, group_first_position)?;
+            if place.is_some() && found.is_none() {
+                found = Some(vec![None; looked_up]);
+            }
+            if let Some(found) = &mut found {
+                found.push(place);
             }
         }
         if let Some(found) = found {
+            self.id_hashes = hashes;
             return self.check_repeat(parts, &found);
         }
         // Expected versions against the heads.
@@ -599,7 +609,11 @@ impl Writer {
             // The log rolled: the ids collected so far belong to the sealed segment (the
             // frames of one append are never split by a roll).
             // Room for as many ids as the sealed segment held, or the usual guess.
-            let room = presized(IdMap::default(), self.active_ids.len().max(self.ids_room));
+            // Hashing as the old one did: this append's hashes serve the new map.
+            let room = presized(
+                self.active_ids.empty_like(),
+                self.active_ids.len().max(self.ids_room),
+            );
             let ids = Arc::new(std::mem::replace(&mut self.active_ids, room));
             self.sealing.push((self.active_segment, ids.clone()));
             sealed_now.push((self.active_segment, ids));
@@ -608,13 +622,18 @@ impl Writer {
         // One frame per part, in positions as in the buffer.
         let mut position = first_position;
         let mut streams = Vec::with_capacity(parts.len());
+        let mut event_hashes = hashes.iter();
         for ((p, &first_version), &location) in parts.iter_mut().zip(&firsts).zip(&locations) {
             let n = p.events.len() as u64;
             let (head, stream) = self.heads.advance(&p.stream, first_version + n - 1);
             let mut types: Vec<Arc<str>> = Vec::new();
             let mut min_time = i64::MAX;
             for (i, e) in p.events.iter().enumerate() {
-                self.active_ids.insert(e.id, position + i as u64);
+                let h = match event_hashes.next() {
+                    Some(&h) => h,
+                    None => self.active_ids.hash(&e.id),
+                };
+                self.active_ids.insert_hashed(h, e.id, position + i as u64);
                 if !types.iter().any(|t| **t == *e.event_type) {
                     types.push(self.type_name(&e.event_type));
                 }
@@ -644,6 +663,7 @@ impl Writer {
         }
         self.firsts = firsts;
         self.locations = locations;
+        self.id_hashes = hashes;
         Ok(Prepared::Written(AppendResult {
             first_position,
             streams,
@@ -765,7 +785,7 @@ mod tests {
         let mut m = IdMap::default();
         m.insert([1; 16], 7);
         let m = presized(m, 100);
-        assert_eq!(m.get(&[1; 16]), Some(&7));
+        assert_eq!(m.get(&[1; 16]), Some(7));
         assert!(m.capacity() >= 100);
     }
 }

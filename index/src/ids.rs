@@ -33,7 +33,6 @@
 //! filter, up to seven cache lines and seven divisions a probe) are rebuilt on open like
 //! damaged ones.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -68,8 +67,7 @@ const BLOCK_SALTS: [u32; BLOCK_WORDS] = [
 /// Largest number of ids one file may declare (bounds allocation when loading).
 const IDS_PER_SEGMENT_MAX: u64 = 1 << 32;
 
-/// Ids of one segment, as the writer collects them: id -> position.
-pub type IdMap = HashMap<[u8; 16], u64, foldhash::fast::RandomState>;
+pub use crate::id_map::IdMap;
 
 fn io_err(path: &Path, e: std::io::Error) -> IndexError {
     IndexError::Db(format!("{}: {e}", path.display()))
@@ -777,7 +775,7 @@ impl IdIndex {
         // cost of comparing arrays byte by byte.
         let mut entries: Vec<(u128, u64)> = ids
             .iter()
-            .map(|(k, v)| (u128::from_be_bytes(*k), *v))
+            .map(|(k, v)| (u128::from_be_bytes(*k), v))
             .collect();
         entries.sort_unstable();
         let mut bloom = Bloom::with_capacity(entries.len());

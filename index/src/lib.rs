@@ -36,6 +36,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 mod chunk_cache;
+mod id_map;
 pub mod ids;
 pub mod streams;
 
