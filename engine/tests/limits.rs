@@ -2,7 +2,8 @@
 //! promise 7) for appends: an event at max-1 and max bytes is accepted and one at max+1 is
 //! `TooLarge { size: max+1, max }`; empty stream ids, ids with NUL or other control
 //! characters, 1025-byte ids (1024 is fine), more than `BATCH_EVENT_COUNT_MAX` events, a stream
-//! twice in one multi-append, zero events and zero parts are each rejected with their typed
+//! twice in one multi-append, an event id twice in one append, zero events and zero parts are
+//! each rejected with their typed
 //! error, and `committed_position()` does not move (nor does anything reach the log on reopen).
 
 use orchestrix::limits::{BATCH_EVENT_COUNT_MAX, STREAM_ID_LEN_MAX};
@@ -245,6 +246,28 @@ fn bad_batches() {
         "zero events in part 2",
     );
     rejected(&store, store.append_multi(vec![]), input, "zero parts");
+    // An id twice in one append: among increasing ids (the usual case, settled without a
+    // set), after an earlier one, and across two streams.
+    let (x, y, z) = (ev(1), ev(1), ev(1));
+    rejected(
+        &store,
+        store.append(
+            "a",
+            ExpectedVersion::Any,
+            vec![x.clone(), y.clone(), x.clone()],
+        ),
+        input,
+        "an id twice in one stream's events",
+    );
+    rejected(
+        &store,
+        store.append_multi(vec![
+            ("a".into(), ExpectedVersion::Any, vec![y.clone(), z.clone()]),
+            ("b".into(), ExpectedVersion::Any, vec![z.clone()]),
+        ]),
+        input,
+        "an id in two streams of one append",
+    );
     rejected(
         &store,
         store.append(
@@ -268,4 +291,13 @@ fn bad_batches() {
         ("big".to_string(), 0, BATCH_EVENT_COUNT_MAX as u64 - 1)
     );
     assert_eq!(store.committed_position(), 1 + BATCH_EVENT_COUNT_MAX as u64);
+    // Distinct ids in decreasing order (checked with a set) are accepted.
+    let (older, newer) = (ev(1), ev(1));
+    let (older_id, newer_id) = (older.id, newer.id);
+    store
+        .append("c", ExpectedVersion::NoStream, vec![newer, older])
+        .unwrap();
+    let read = store.read_stream("c", 0, Direction::Forwards, 10).unwrap();
+    let ids: Vec<_> = read.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![newer_id, older_id]);
 }
