@@ -381,6 +381,16 @@ impl Writer {
             let mut refused: Vec<Refused> = Vec::new();
             let inner = self.inner.clone();
             self.sealing.retain(|(s, _)| !inner.ids.has_segment(*s));
+            // Every id of the group has its slot in the map requested before the first is
+            // looked up: with one event per append, a single append has no other miss to
+            // overlap with.
+            for req in &group {
+                if let Request::Append { parts, .. } = req {
+                    for e in parts.iter().flat_map(|p| &p.events) {
+                        self.active_ids.touch(self.active_ids.hash(&e.id));
+                    }
+                }
+            }
             for req in group.drain(..) {
                 match req {
                     Request::Append { mut parts, reply } => {
