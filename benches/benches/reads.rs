@@ -1,6 +1,7 @@
 //! Read-path figures with percentiles (criterion reports means; the targets are p99s):
 //! read_stream of a 100-event stream from a warm cache over a store of 1,000,000 events in
-//! 10,000 streams, a full read_all scan, and open time. Run with
+//! 10,000 streams, the memory floor under it (the same bytes read and checksummed at random
+//! places, nothing else), a full read_all scan, and open time. Run with
 //! `cargo bench -p orchestrix-benches --bench reads`. With `ORCHESTRIX_READS_STORE=DIR` the
 //! store is kept in DIR and reused by later runs (for profiling the reads alone). With
 //! `ORCHESTRIX_READS_MULTI=1` a new store is loaded by appends of 1,000 streams x 10 events
@@ -111,6 +112,8 @@ fn main() {
         h.max() as f64 / 1e3
     );
 
+    memory_floor(&dir, samples, x);
+
     for round in 0..3 {
         let t = Instant::now();
         let mut n = 0u64;
@@ -128,6 +131,60 @@ fn main() {
         );
     }
     println!("{}", memory_line());
+}
+
+/// What the bytes of one stream read cost alone: ten ranges the size of the average frame
+/// (one append of 10 events) at random places of the store's segment files, each first
+/// touched (as the read path's prefetch does) and then checksummed, as a read must before
+/// decoding. The floor under `read_stream` when a stream's frames are spread over a store much
+/// larger than the processor's caches; everything else a read does comes on top.
+fn memory_floor(dir: &std::path::Path, samples: usize, mut x: u64) {
+    let mut maps = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let file = std::fs::File::open(&path).expect("segment");
+        // SAFETY: nothing writes to the store while this runs (it is only read), and no other
+        // process knows its temporary directory.
+        let map = unsafe { memmap2::Mmap::map(&file) }.expect("map");
+        maps.push(map);
+    }
+    let total: usize = maps.iter().map(|m| m.len()).sum();
+    let frame = total / (STREAMS * EVENTS_PER_STREAM / 10);
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut crc = 0u32;
+    for _ in 0..samples {
+        let mut ranges = [(0usize, 0usize); 10];
+        for r in &mut ranges {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let m = (x % maps.len() as u64) as usize;
+            let room = maps[m].len().saturating_sub(frame).max(1);
+            *r = (m, (x >> 20) as usize % room);
+        }
+        let t = Instant::now();
+        let mut touched = 0u8;
+        for &(m, at) in &ranges {
+            touched ^= maps[m][at];
+        }
+        for &(m, at) in &ranges {
+            let end = (at + frame).min(maps[m].len());
+            crc ^= crc32fast::hash(&maps[m][at..end]);
+        }
+        h.record(t.elapsed().as_nanos() as u64).expect("record");
+        std::hint::black_box(touched);
+    }
+    std::hint::black_box(crc);
+    println!(
+        "memory floor of a 100-event read (10 random ranges of {frame} bytes, touched and checksummed, {samples} samples): p50 {:.1} us  p99 {:.1} us",
+        h.value_at_quantile(0.5) as f64 / 1e3,
+        h.value_at_quantile(0.99) as f64 / 1e3,
+    );
 }
 
 /// The process's resident memory from `/proc/self/status`: anonymous (heap) and file-backed
