@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use orchestrix_log::{EventRecord, EventSpans, Span};
 use uuid::Uuid;
@@ -173,6 +175,24 @@ impl EventData {
     }
 }
 
+/// A frame's payload, shared by the events read from it. The payload is a slice of the
+/// segment's map, whose reference count every reader shares: it is taken once per frame
+/// here, and each event holds a plain `Arc` on it (cloned and dropped inline, without the
+/// map's shared count or a call through `Bytes`' table).
+#[derive(Clone)]
+pub(crate) struct Frame(Arc<Bytes>);
+
+impl Frame {
+    pub(crate) fn new(payload: Bytes) -> Frame {
+        Frame(Arc::new(payload))
+    }
+
+    #[inline]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// A stored event with its place in the log.
 ///
 /// Reading copies nothing: the event is a view of the frame it was read from (a shared,
@@ -203,7 +223,7 @@ pub struct RecordedEvent {
     /// CloudEvents `time`, nanoseconds since the Unix epoch.
     pub time_unix_nanos: i64,
     /// The frame's payload the spans below point into.
-    frame: Bytes,
+    frame: Frame,
     stream: Span,
     event_type: Span,
     source: Span,
@@ -222,7 +242,7 @@ impl RecordedEvent {
     #[inline]
     pub(crate) fn from_spans(
         e: &EventSpans,
-        frame: Bytes,
+        frame: Frame,
         stream: Span,
         version: u64,
         position: u64,
@@ -247,16 +267,16 @@ impl RecordedEvent {
     }
 
     /// The handle on the frame this event was read from.
-    pub(crate) fn into_frame(self) -> Bytes {
+    pub(crate) fn into_frame(self) -> Frame {
         self.frame
     }
 
     fn bytes(&self, s: Span) -> Option<&[u8]> {
-        s.slice(&self.frame)
+        s.slice(self.frame.bytes())
     }
 
     fn text(&self, s: Span) -> Option<&str> {
-        s.text(&self.frame)
+        s.text(self.frame.bytes())
     }
 
     /// Stream id.
@@ -307,7 +327,7 @@ impl RecordedEvent {
     /// The payload as a shared buffer (no copy).
     pub fn data_bytes(&self) -> Bytes {
         let start = self.data.start as usize;
-        self.frame.slice(start..start + self.data.len as usize)
+        self.frame.0.slice(start..start + self.data.len as usize)
     }
     /// Whether the data is JSON by its content type.
     pub fn is_json(&self) -> bool {

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
 use crate::event::{
-    AppendResult, Direction, EventData, ExpectedVersion, ReadFilter, RecordedEvent,
+    AppendResult, Direction, EventData, ExpectedVersion, Frame, ReadFilter, RecordedEvent,
 };
 use crate::heads::StreamHeads;
 use crate::limits::{
@@ -212,7 +212,7 @@ impl Inner {
                 };
                 return Ok(RecordedEvent::from_spans(
                     e,
-                    payload.clone(),
+                    Frame::new(payload.clone()),
                     b.stream,
                     version,
                     position,
@@ -400,15 +400,10 @@ impl Inner {
                         LogError::Payload("index points at a frame without the stream".into()),
                     ));
                 };
+                let frame = Frame::new(payload.clone());
                 let build = |i: usize, e| {
                     let version = sb.first_version + i as u64;
-                    RecordedEvent::from_spans(
-                        e,
-                        payload.clone(),
-                        sb.stream,
-                        version,
-                        pos + i as u64,
-                    )
+                    RecordedEvent::from_spans(e, frame.clone(), sb.stream, version, pos + i as u64)
                 };
                 match direction {
                     Direction::Forwards => {
@@ -476,6 +471,7 @@ impl Inner {
                     let (first, count, payload) = self.read_frame(f.location)?;
                     decode_spans(&mut p, &payload, count, f.location)?;
                     let mut evs = Vec::new();
+                    let frame = Frame::new(payload.clone());
                     let mut at = first;
                     for b in &p.batches {
                         let pass_stream =
@@ -488,7 +484,7 @@ impl Inner {
                             {
                                 evs.push(RecordedEvent::from_spans(
                                     e,
-                                    payload.clone(),
+                                    frame.clone(),
                                     b.stream,
                                     b.first_version + i as u64,
                                     at,
@@ -551,7 +547,7 @@ impl Inner {
                         {
                             let ev = RecordedEvent::from_spans(
                                 e,
-                                handle.take().unwrap_or_else(|| payload.clone()),
+                                handle.take().unwrap_or_else(|| Frame::new(payload.clone())),
                                 b.stream,
                                 b.first_version + i as u64,
                                 at,
