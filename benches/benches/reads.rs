@@ -105,7 +105,7 @@ fn main() {
         h.record(ns).expect("record");
     }
     println!(
-        "read_stream 100 events (warm, 1 reader, {SAMPLES} samples): p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
+        "read_stream 100 events (warm, 1 reader, {samples} samples): p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  max {:.1} us",
         h.value_at_quantile(0.5) as f64 / 1e3,
         h.value_at_quantile(0.99) as f64 / 1e3,
         h.value_at_quantile(0.999) as f64 / 1e3,
