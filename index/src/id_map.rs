@@ -7,8 +7,10 @@
 //!
 //! - `entries`: the ids and their positions, in the order they were inserted (one write at
 //!   the end, no miss);
-//! - `slots`: an open-addressing table (linear probing, at most half full) of 8-byte slots,
+//! - `slots`: an open-addressing table (linear probing, at most 60% full) of 8-byte slots,
 //!   eight to a cache line, each holding 24 bits of the id's hash and the index of its entry.
+//!   Its size is not rounded to a power of two (the low 32 bits of the hash are scaled to it),
+//!   so that a segment's table is about the size of a hash map's.
 //!
 //! The caller hashes a whole append's ids first ([`IdMap::hash`]) and touches their slots
 //! ([`IdMap::touch`]), so that the misses of a hundred ids are in flight together; the
@@ -38,14 +40,19 @@ const SLOTS_MIN: usize = 16;
 /// Bits of a slot holding its entry's index + 1 (0: the slot is empty).
 const INDEX_BITS: u32 = 40;
 const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
-/// The most entries a map holds (the index field's range).
-const ENTRIES_MAX: usize = (1 << INDEX_BITS) - 2;
+/// The most slots a table has (a home is the hash's low 32 bits scaled to the table).
+const SLOTS_MAX: usize = 1 << 32;
+/// The most entries a map holds (60% of the most slots).
+const ENTRIES_MAX: usize = SLOTS_MAX / 5 * 3;
+/// Load: a table is grown before more than `LOAD_NUM / LOAD_DEN` of its slots are used.
+const LOAD_NUM: usize = 3;
+const LOAD_DEN: usize = 5;
 
 /// Ids of one segment, as the writer collects them: id -> position.
 #[derive(Clone, Default)]
 pub struct IdMap {
     entries: Vec<([u8; 16], u64)>,
-    /// Empty, or a power of two of slots, at most half of them used.
+    /// Empty, or at least [`SLOTS_MIN`] slots, at most 60% of them used.
     slots: Vec<u64>,
     hasher: foldhash::fast::RandomState,
 }
@@ -81,7 +88,7 @@ impl IdMap {
 
     /// How many ids the map holds without growing its table.
     pub fn capacity(&self) -> usize {
-        self.slots.len() / 2
+        self.slots.len() * LOAD_NUM / LOAD_DEN
     }
 
     /// Removes every id, keeping the room made.
@@ -143,8 +150,8 @@ impl IdMap {
             self.entries.len() < ENTRIES_MAX,
             "more than {ENTRIES_MAX} ids in one segment"
         );
-        if (self.entries.len() + 1) * 2 > self.slots.len() {
-            self.rebuild(slots_for(self.entries.len() + 1).max(self.slots.len() * 2));
+        if (self.entries.len() + 1) * LOAD_DEN > self.slots.len() * LOAD_NUM {
+            self.rebuild(slots_for(2 * self.entries.len() + 1));
         }
         self.entries.push((id, position));
         let index = self.entries.len() as u64;
@@ -158,8 +165,9 @@ impl IdMap {
 
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        // The low bits pick the slot; the high ones are the tag (independent bits).
-        (hash as usize) & self.slots.len().wrapping_sub(1)
+        // The low 32 bits, scaled to the table, pick the slot; the high ones are the tag
+        // (independent bits). Below `slots.len()` (at most 2^32): the product's top half.
+        (((hash & 0xffff_ffff) * self.slots.len() as u64) >> 32) as usize
     }
 
     /// The slot and entry index of `id`, if it is in the map.
@@ -168,12 +176,12 @@ impl IdMap {
         if self.slots.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
+        let len = self.slots.len();
         let tag = tag_of(hash);
         let mut i = self.home(hash);
         loop {
-            // In range: `i` is masked. The table is at most half full, so an empty slot ends
-            // every probe sequence.
+            // In range: `home` is below `len` and `next` wraps. The table is never full, so an
+            // empty slot ends every probe sequence.
             let s = self.slots[i];
             if s == 0 {
                 return None;
@@ -184,17 +192,17 @@ impl IdMap {
                     return Some((i, e));
                 }
             }
-            i = (i + 1) & mask;
+            i = next(i, len);
         }
     }
 
     /// Puts entry `index` (1-based) in the first free slot from `hash`'s home.
     #[inline]
     fn place(&mut self, hash: u64, index: u64) {
-        let mask = self.slots.len() - 1;
+        let len = self.slots.len();
         let mut i = self.home(hash);
         while self.slots[i] != 0 {
-            i = (i + 1) & mask;
+            i = next(i, len);
         }
         self.slots[i] = tag_of(hash) << INDEX_BITS | index;
     }
@@ -230,12 +238,19 @@ fn tag_of(hash: u64) -> u64 {
     hash >> INDEX_BITS
 }
 
-/// Slots for `n` ids: a power of two, at least twice `n`.
+/// The slot after `i` in a table of `len`.
+#[inline]
+fn next(i: usize, len: usize) -> usize {
+    if i + 1 == len {
+        0
+    } else {
+        i + 1
+    }
+}
+
+/// Slots for `n` ids: enough that they fill at most 60% of them.
 fn slots_for(n: usize) -> usize {
-    n.saturating_mul(2)
-        .max(SLOTS_MIN)
-        .checked_next_power_of_two()
-        .unwrap_or(usize::MAX / 2 + 1)
+    (n.saturating_mul(LOAD_DEN) / LOAD_NUM + 1).clamp(SLOTS_MIN, SLOTS_MAX)
 }
 
 #[cfg(test)]
@@ -272,7 +287,7 @@ mod tests {
         for (k, v) in m.iter() {
             assert_eq!(reference.get(k), Some(&v));
         }
-        assert!(m.slots.len() >= 2 * m.len());
+        assert!(m.slots.len() * LOAD_NUM >= m.len() * LOAD_DEN);
     }
 
     #[test]
@@ -288,7 +303,7 @@ mod tests {
         assert_eq!(b.get(&id(1)), None);
         a.reserve(1000);
         let slots = a.slots.len();
-        assert!(slots >= 2002);
+        assert!(slots * LOAD_NUM >= 1001 * LOAD_DEN);
         assert!(a.capacity() >= 1001);
         for n in 2..1000 {
             a.insert(id(n), n);
