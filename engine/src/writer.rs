@@ -565,15 +565,16 @@ impl Writer {
             return Err(StoreError::Poisoned);
         }
         // Idempotency: look every id up (the list of places is made only if one is found).
-        // Their hashes first, touching their slots in the map: the cache misses of all the
-        // append's ids overlap instead of coming one per look-up.
+        // Their slots in the map were requested for the whole group (`run`); their hashes
+        // serve the look-ups and then the inserts.
         let mut hashes = std::mem::take(&mut self.id_hashes);
         hashes.clear();
-        for e in parts.iter().flat_map(|p| &p.events) {
-            let h = self.active_ids.hash(&e.id);
-            self.active_ids.touch(h);
-            hashes.push(h);
-        }
+        hashes.extend(
+            parts
+                .iter()
+                .flat_map(|p| &p.events)
+                .map(|e| self.active_ids.hash(&e.id)),
+        );
         let mut found: Option<Vec<Option<Placement>>> = None;
         let events = parts.iter().flat_map(|p| &p.events);
         for (looked_up, (e, &h)) in events.zip(&hashes).enumerate() {

@@ -12,7 +12,7 @@
 //!   Its size is not rounded to a power of two (the low 32 bits of the hash are scaled to it),
 //!   so that a segment's table is about the size of a hash map's.
 //!
-//! The caller hashes a whole append's ids first ([`IdMap::hash`]) and touches their slots
+//! The caller hashes a whole batch of ids first ([`IdMap::hash`]) and touches their slots
 //! ([`IdMap::touch`]), so that the misses of a hundred ids are in flight together; the
 //! look-ups and inserts that follow ([`IdMap::get_hashed`], [`IdMap::insert_hashed`]) find
 //! their cache lines loaded. A slot's hash bits settle most non-matching probes without
