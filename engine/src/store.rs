@@ -212,7 +212,7 @@ impl Inner {
                 };
                 return Ok(RecordedEvent::from_spans(
                     e,
-                    Frame::new(payload.clone()),
+                    Frame::new(payload),
                     b.stream,
                     version,
                     position,
@@ -400,7 +400,7 @@ impl Inner {
                         LogError::Payload("index points at a frame without the stream".into()),
                     ));
                 };
-                let frame = Frame::new(payload.clone());
+                let frame = Frame::new(payload);
                 let build = |i: usize, e| {
                     let version = sb.first_version + i as u64;
                     RecordedEvent::from_spans(e, frame.clone(), sb.stream, version, pos + i as u64)

@@ -150,7 +150,7 @@ pub(crate) struct Writer {
     pub firsts: Vec<u64>,
     /// Reused between appends: where each part's frame went.
     pub locations: Vec<FrameLocation>,
-    /// Reused between appends: the hash in [`Writer::active_ids`] of each event's id.
+    /// Reused between groups: the hash in [`Writer::active_ids`] of each event id of the group.
     pub id_hashes: Vec<u64>,
     /// One shared copy of each event type's name (see [`Writer::type_name`]).
     pub type_names: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
@@ -381,21 +381,30 @@ impl Writer {
             let mut refused: Vec<Refused> = Vec::new();
             let inner = self.inner.clone();
             self.sealing.retain(|(s, _)| !inner.ids.has_segment(*s));
-            // Every id of the group has its slot in the map requested before the first is
-            // looked up: with one event per append, a single append has no other miss to
-            // overlap with.
+            // Every id of the group is hashed, and its slot in the map requested, before the
+            // first is looked up: with one event per append, a single append has no other miss
+            // to overlap with. The hashes then serve each append's look-ups and inserts.
+            let mut hashes = std::mem::take(&mut self.id_hashes);
+            hashes.clear();
             for req in &group {
                 if let Request::Append { parts, .. } = req {
                     for e in parts.iter().flat_map(|p| &p.events) {
-                        self.active_ids.touch(self.active_ids.hash(&e.id));
+                        let h = self.active_ids.hash(&e.id);
+                        self.active_ids.touch(h);
+                        hashes.push(h);
                     }
                 }
             }
+            let mut unused = hashes.as_slice();
             for req in group.drain(..) {
                 match req {
                     Request::Append { mut parts, reply } => {
+                        let n: usize = parts.iter().map(|p| p.events.len()).sum();
+                        let (append_hashes, rest) = unused.split_at(n.min(unused.len()));
+                        unused = rest;
                         match self.prepare(
                             &mut parts,
+                            append_hashes,
                             &mut summaries,
                             group_first_position,
                             &mut sealed_now,
@@ -417,6 +426,7 @@ impl Writer {
                     Request::Tick => tick = true,
                 }
             }
+            self.id_hashes = hashes;
             self.drained = group;
             if pending.is_empty() && summaries.is_empty() && !tick && refused.is_empty() {
                 continue;
@@ -557,6 +567,7 @@ impl Writer {
     fn prepare(
         &mut self,
         parts: &mut [AppendPart],
+        hashes: &[u64],
         summaries: &mut Vec<FrameSummary>,
         group_first_position: u64,
         sealed_now: &mut Vec<(u64, Arc<IdMap>)>,
@@ -565,19 +576,20 @@ impl Writer {
             return Err(StoreError::Poisoned);
         }
         // Idempotency: look every id up (the list of places is made only if one is found).
-        // Their slots in the map were requested for the whole group (`run`); their hashes
-        // serve the look-ups and then the inserts.
-        let mut hashes = std::mem::take(&mut self.id_hashes);
-        hashes.clear();
-        hashes.extend(
-            parts
-                .iter()
-                .flat_map(|p| &p.events)
-                .map(|e| self.active_ids.hash(&e.id)),
-        );
+        // `hashes` are the ids' hashes in the map, made by `run` for the whole group (made
+        // here should they not match the events).
+        let count: usize = parts.iter().map(|p| p.events.len()).sum();
+        let own: Vec<u64>;
+        let hashes = if hashes.len() == count {
+            hashes
+        } else {
+            let events = parts.iter().flat_map(|p| &p.events);
+            own = events.map(|e| self.active_ids.hash(&e.id)).collect();
+            &own
+        };
         let mut found: Option<Vec<Option<Placement>>> = None;
         let events = parts.iter().flat_map(|p| &p.events);
-        for (looked_up, (e, &h)) in events.zip(&hashes).enumerate() {
+        for (looked_up, (e, &h)) in events.zip(hashes).enumerate() {
             let place = self.lookup_id(&e.id, h, summaries, group_first_position)?;
             if place.is_some() && found.is_none() {
                 found = Some(vec![None; looked_up]);
@@ -587,7 +599,6 @@ impl Writer {
             }
         }
         if let Some(found) = found {
-            self.id_hashes = hashes;
             return self.check_repeat(parts, &found);
         }
         // Expected versions against the heads.
@@ -620,7 +631,7 @@ impl Writer {
             // The log rolled: the ids collected so far belong to the sealed segment (the
             // frames of one append are never split by a roll).
             // Room for as many ids as the sealed segment held, or the usual guess.
-            // Hashing as the old one did: this append's hashes serve the new map.
+            // Hashing as the old one did: the group's hashes serve the new map.
             let room = presized(
                 self.active_ids.empty_like(),
                 self.active_ids.len().max(self.ids_room),
@@ -674,7 +685,6 @@ impl Writer {
         }
         self.firsts = firsts;
         self.locations = locations;
-        self.id_hashes = hashes;
         Ok(Prepared::Written(AppendResult {
             first_position,
             streams,

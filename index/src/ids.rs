@@ -370,54 +370,55 @@ impl Sealed {
         id: &[u8; 16],
         h: u64,
     ) -> std::result::Result<Option<u64>, (u64, IndexError)> {
-        // First every filter (independent probes without branches, so that their cache and
-        // TLB misses overlap), then a search of the few files whose filter said "maybe".
-        for batch in indices.rchunks(64) {
-            let mut maybe = 0u64;
-            for (i, f) in batch.iter().enumerate() {
-                let hold = self.files.get(*f).is_some_and(|f| f.may_hold(id, h));
-                maybe |= u64::from(hold) << i;
-            }
-            while maybe != 0 {
-                let i = 63 - maybe.leading_zeros() as usize;
-                maybe &= !(1 << i);
-                let Some(f) = batch.get(i).and_then(|&f| self.files.get(f)) else {
-                    continue;
-                };
-                match f.search(id) {
-                    Ok(Some(p)) => return Ok(Some(p)),
-                    Ok(None) => {}
-                    Err(e) => return Err((f.segment, e)),
-                }
-            }
-        }
-        Ok(None)
+        first_found(
+            indices,
+            |&f| self.files.get(f).is_some_and(|f| f.may_hold(id, h)),
+            |&f| match self.files.get(f) {
+                Some(f) => f.search(id).map_err(|e| (f.segment, e)),
+                None => Ok(None),
+            },
+        )
     }
 
     /// The position of `id` in any file: the units' filters first (a group's stands for its
     /// members), then the members of the groups that said "maybe", then the searches.
     fn lookup(&self, id: &[u8; 16]) -> std::result::Result<Option<u64>, (u64, IndexError)> {
         let h = filter_hash(id);
-        for batch in self.units.rchunks(64) {
-            let mut maybe = 0u64;
-            for (i, u) in batch.iter().enumerate() {
-                maybe |= u64::from(self.may_hold(u, id, h)) << i;
-            }
-            while maybe != 0 {
-                let i = 63 - maybe.leading_zeros() as usize;
-                maybe &= !(1 << i);
-                let found = match batch.get(i) {
-                    Some(Unit::File(f)) => self.search(std::slice::from_ref(f), id, h)?,
-                    Some(Unit::Group { members, .. }) => self.search(members, id, h)?,
-                    None => None,
-                };
-                if found.is_some() {
-                    return Ok(found);
-                }
+        first_found(
+            &self.units,
+            |u| self.may_hold(u, id, h),
+            |u| match u {
+                Unit::File(f) => self.search(std::slice::from_ref(f), id, h),
+                Unit::Group { members, .. } => self.search(members, id, h),
+            },
+        )
+    }
+}
+
+/// The first answer `visit` finds among the items (newest, the last, first) that `may` lets
+/// through. Up to 64 items are tested at a time before any is visited: independent probes
+/// without branches, so that their cache and TLB misses overlap; then only the few that said
+/// "maybe" are visited.
+fn first_found<T, E>(
+    items: &[T],
+    may: impl Fn(&T) -> bool,
+    mut visit: impl FnMut(&T) -> std::result::Result<Option<u64>, E>,
+) -> std::result::Result<Option<u64>, E> {
+    for batch in items.rchunks(64) {
+        let mut maybe = 0u64;
+        for (i, item) in batch.iter().enumerate() {
+            maybe |= u64::from(may(item)) << i;
+        }
+        while maybe != 0 {
+            let i = 63 - maybe.leading_zeros() as usize;
+            maybe &= !(1 << i);
+            let Some(item) = batch.get(i) else { continue };
+            if let Some(found) = visit(item)? {
+                return Ok(Some(found));
             }
         }
-        Ok(None)
     }
+    Ok(None)
 }
 
 /// Sealed segments one group filter covers.
