@@ -5,8 +5,9 @@
 //! is sealed, the indexer writes them here in one sorted pass, and the persistent index gets
 //! one row per *chunk* (at most [`CHUNK_ENTRIES_MAX`] consecutive entries of one stream),
 //! naming the entries' place in the file and their CRC. Appending an event therefore costs no
-//! B-tree row of its own; a stream read costs one B-tree range lookup and one `pread` per
-//! chunk, whose CRC is checked on every read.
+//! B-tree row of its own; a stream read costs one B-tree range lookup (or a hit in the
+//! chunk cache) and one read per chunk from the file's read-only map (`pread` if mapping
+//! failed), whose CRC is checked on every read.
 //!
 //! The file is derived data: it is not fsynced. A missing or damaged one is rebuilt from its
 //! segment on open; a chunk whose CRC does not match is reported as an error, and the caller
@@ -256,6 +257,10 @@ struct SegmentFile {
     path: PathBuf,
     file: File,
     count: u64,
+    /// The whole file mapped read-only, so that a chunk is read without a system call (and
+    /// the file's pages are page cache, not process memory); `None` if mapping failed, and
+    /// chunks are then read with `pread`.
+    map: Option<memmap2::Mmap>,
 }
 
 /// The file name of a segment's stream index file.
@@ -278,10 +283,23 @@ fn load(path: &Path, segment: u64) -> Result<SegmentFile> {
     if len != HEADER_SIZE as u64 + count * ENTRY_SIZE as u64 {
         return Err(damaged(path, "length disagrees with the header"));
     }
+    // SAFETY: stream index files are immutable once renamed into place (written whole to a
+    // temporary name first) and this process never writes them again; the length was
+    // checked against the header above. What the map cannot guard against is another process
+    // truncating or rewriting the file while it is open: a read of a page cut off would be
+    // SIGBUS, as for the segment maps (docs/architecture.md, "Reads").
+    let map = match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::debug!(error = %e, path = %path.display(), "stream index file not mapped; reading it with pread");
+            None
+        }
+    };
     Ok(SegmentFile {
         path: path.to_path_buf(),
         file,
         count,
+        map,
     })
 }
 
@@ -436,14 +454,24 @@ impl StreamFiles {
         if row.entry_index + u64::from(row.count) > s.count || row.count == 0 {
             return Err(damaged(&s.path, "a chunk lies outside the file"));
         }
-        let mut buf = vec![0u8; row.count as usize * ENTRY_SIZE];
-        s.file
-            .read_exact_at(
-                &mut buf,
-                HEADER_SIZE as u64 + row.entry_index * ENTRY_SIZE as u64,
-            )
-            .map_err(|e| io_err(&s.path, e))?;
-        if crc32fast::hash(&buf) != row.crc {
+        let start = HEADER_SIZE as u64 + row.entry_index * ENTRY_SIZE as u64;
+        let len = row.count as usize * ENTRY_SIZE;
+        let read;
+        let buf: &[u8] = match s.map.as_ref().and_then(|m| {
+            let start = usize::try_from(start).ok()?;
+            m.get(start..start.checked_add(len)?)
+        }) {
+            Some(mapped) => mapped,
+            None => {
+                let mut b = vec![0u8; len];
+                s.file
+                    .read_exact_at(&mut b, start)
+                    .map_err(|e| io_err(&s.path, e))?;
+                read = b;
+                &read
+            }
+        };
+        if crc32fast::hash(buf) != row.crc {
             return Err(damaged(&s.path, "chunk checksum mismatch"));
         }
         let entries: Vec<StreamEntry> = buf
