@@ -405,33 +405,45 @@ impl Inner {
                     let version = sb.first_version + i as u64;
                     RecordedEvent::from_spans(e, frame.clone(), sb.stream, version, pos + i as u64)
                 };
+                // The batch's events to take are a run of its list: extended into `out` in
+                // one go, each event built in its place there.
+                let evs = p.events_of(sb);
+                let room = max_count - out.len();
                 match direction {
                     Direction::Forwards => {
-                        for (i, e) in p.events_of(sb).iter().enumerate() {
-                            let version = sb.first_version + i as u64;
-                            if version >= next {
-                                next = version + 1;
-                                progressed = true;
-                                out.push(build(i, e));
-                                if out.len() >= max_count {
-                                    return Ok(out);
-                                }
-                            }
+                        let skip = usize::try_from(next.saturating_sub(sb.first_version))
+                            .map_or(evs.len(), |s| s.min(evs.len()));
+                        let take = (evs.len() - skip).min(room);
+                        if take > 0 {
+                            let run = evs.get(skip..skip + take).unwrap_or_default();
+                            out.extend(run.iter().enumerate().map(|(j, e)| build(skip + j, e)));
+                            next = sb.first_version + (skip + take) as u64;
+                            progressed = true;
                         }
                     }
                     Direction::Backwards => {
-                        for (i, e) in p.events_of(sb).iter().enumerate().rev() {
-                            let version = sb.first_version + i as u64;
-                            if version <= next {
-                                progressed = true;
-                                out.push(build(i, e));
-                                if out.len() >= max_count || version == 0 {
-                                    return Ok(out);
-                                }
-                                next = version - 1;
+                        // Events up to index `upto` (exclusive) have versions <= next.
+                        let upto = match next.checked_sub(sb.first_version) {
+                            Some(d) => usize::try_from(d)
+                                .map_or(evs.len(), |d| d.saturating_add(1).min(evs.len())),
+                            None => 0,
+                        };
+                        let take = upto.min(room);
+                        if take > 0 {
+                            let lo = upto - take;
+                            let run = evs.get(lo..upto).unwrap_or_default();
+                            out.extend(run.iter().enumerate().rev().map(|(j, e)| build(lo + j, e)));
+                            progressed = true;
+                            let last = sb.first_version + lo as u64;
+                            if last == 0 {
+                                return Ok(out);
                             }
+                            next = last - 1;
                         }
                     }
+                }
+                if out.len() >= max_count {
+                    return Ok(out);
                 }
             }
             if !progressed {
