@@ -501,6 +501,28 @@ mod tests {
     }
 
     #[test]
+    fn chunks_read_the_same_without_a_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StreamFiles::open(dir.path()).unwrap();
+        let entries: Vec<StreamEntry> = (0..200).map(|v| entry(v % 3, v, 1)).collect();
+        let rows = files.write_segment(8, entries).unwrap();
+        let mapped: Vec<_> = rows.iter().map(|r| files.read_chunk(r).unwrap()).collect();
+        assert!(files.get(8).unwrap().map.is_some(), "read through a map");
+        // As when the file cannot be mapped: the same chunks come from `pread`.
+        let path = dir.path().join(file_name(8));
+        let mut unmapped = load(&path, 8).unwrap();
+        unmapped.map = None;
+        files.sealed.write().unwrap().insert(8, Arc::new(unmapped));
+        let read: Vec<_> = rows.iter().map(|r| files.read_chunk(r).unwrap()).collect();
+        assert_eq!(read, mapped);
+        assert_eq!(read.iter().map(Vec::len).sum::<usize>(), 200);
+        // A chunk row pointing past the file's entries is refused either way.
+        let mut bad = rows[0];
+        bad.entry_index = 199;
+        assert!(files.read_chunk(&bad).is_err());
+    }
+
+    #[test]
     fn write_read_chunks_reload_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         let files = StreamFiles::open(dir.path()).unwrap();
