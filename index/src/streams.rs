@@ -451,7 +451,9 @@ impl StreamFiles {
         let s = self.get(row.segment).ok_or_else(|| {
             IndexError::Db(format!("no stream index file for segment {}", row.segment))
         })?;
-        if row.entry_index + u64::from(row.count) > s.count || row.count == 0 {
+        // A row is derived data too (and may be damaged): no arithmetic on it may overflow.
+        let chunk_end = row.entry_index.checked_add(u64::from(row.count));
+        if chunk_end.is_none_or(|end| end > s.count) || row.count == 0 {
             return Err(damaged(&s.path, "a chunk lies outside the file"));
         }
         let start = HEADER_SIZE as u64 + row.entry_index * ENTRY_SIZE as u64;
@@ -520,6 +522,11 @@ mod tests {
         let mut bad = rows[0];
         bad.entry_index = 199;
         assert!(files.read_chunk(&bad).is_err());
+        bad.entry_index = u64::MAX;
+        assert!(
+            files.read_chunk(&bad).is_err(),
+            "an index that would overflow"
+        );
     }
 
     #[test]
