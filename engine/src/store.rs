@@ -328,7 +328,11 @@ impl Inner {
                     None => return Ok(out),
                 }
             } else {
-                last.last_version + 1
+                // From redb: a damaged row must not wrap the cursor back to the start.
+                match last.last_version.checked_add(1) {
+                    Some(v) => v,
+                    None => return Ok(out),
+                }
             };
         }
     }
