@@ -1,9 +1,8 @@
 //! Events as the user appends them and as the store returns them.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use orchestrix_log::{EventRecord, EventSpans, Span};

@@ -487,16 +487,17 @@ impl Inner {
                     let (first, count, payload) = self.read_frame(f.location)?;
                     decode_spans(&mut p, &payload, count, f.location)?;
                     let mut evs = Vec::new();
-                    let frame = Frame::new(payload.clone());
+                    let frame = Frame::new(payload);
+                    let payload = frame.bytes();
                     let mut at = first;
                     for b in &p.batches {
                         let pass_stream =
-                            filter.passes_stream(b.stream.slice(&payload).unwrap_or_default());
+                            filter.passes_stream(b.stream.slice(payload).unwrap_or_default());
                         for (i, e) in p.events_of(b).iter().enumerate() {
                             if at <= pos
                                 && pass_stream
                                 && filter
-                                    .passes_type(e.event_type.slice(&payload).unwrap_or_default())
+                                    .passes_type(e.event_type.slice(payload).unwrap_or_default())
                             {
                                 evs.push(RecordedEvent::from_spans(
                                     e,

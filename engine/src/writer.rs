@@ -644,17 +644,14 @@ impl Writer {
         // One frame per part, in positions as in the buffer.
         let mut position = first_position;
         let mut streams = Vec::with_capacity(parts.len());
-        let mut event_hashes = hashes.iter();
+        // One hash per event of the append (checked above), taken part by part.
+        let mut event_hashes = hashes.iter().copied();
         for ((p, &first_version), &location) in parts.iter_mut().zip(&firsts).zip(&locations) {
             let n = p.events.len() as u64;
             let (head, stream) = self.heads.advance(&p.stream, first_version + n - 1);
             let mut types: Vec<Arc<str>> = Vec::new();
             let mut min_time = i64::MAX;
-            for (i, e) in p.events.iter().enumerate() {
-                let h = match event_hashes.next() {
-                    Some(&h) => h,
-                    None => self.active_ids.hash(&e.id),
-                };
+            for (i, (e, h)) in p.events.iter().zip(&mut event_hashes).enumerate() {
                 self.active_ids.insert_hashed(h, e.id, position + i as u64);
                 if !types.iter().any(|t| **t == *e.event_type) {
                     types.push(self.type_name(&e.event_type));
