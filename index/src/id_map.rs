@@ -209,7 +209,7 @@ impl IdMap {
 
     /// A table of `slots` slots holding every entry again.
     fn rebuild(&mut self, slots: usize) {
-        self.slots = vec![0; slots];
+        self.slots = crate::written_zeros(slots);
         for e in 0..self.entries.len() {
             let h = self.hash(&self.entries[e].0);
             self.place(h, e as u64 + 1);

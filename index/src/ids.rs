@@ -128,7 +128,7 @@ fn bloom_words_for(n: u64) -> u64 {
 impl Bloom {
     fn with_capacity(n: usize) -> Bloom {
         Bloom {
-            words: Words::Owned(vec![0; bloom_words_for(n as u64) as usize]),
+            words: Words::Owned(crate::written_zeros(bloom_words_for(n as u64) as usize)),
         }
     }
 

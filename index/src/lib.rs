@@ -101,6 +101,17 @@ pub enum IndexError {
     Db(String),
 }
 
+/// `n` zeros, written: for tables that are read before they are written (a probe, a bit
+/// set). A large zeroed allocation is fresh pages that the kernel maps on first touch, and a
+/// read maps its shared zero page, so that the write after it takes a copy-on-write fault
+/// whose TLB flush interrupts every other CPU running the process (a costly exit on a
+/// virtual machine). Writing the zeros up front takes each page's fault once, with no flush.
+pub(crate) fn written_zeros(n: usize) -> Vec<u64> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, 0);
+    v
+}
+
 fn db_err(e: impl std::fmt::Display) -> IndexError {
     IndexError::Db(e.to_string())
 }
