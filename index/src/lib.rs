@@ -106,6 +106,10 @@ pub enum IndexError {
 /// read maps its shared zero page, so that the write after it takes a copy-on-write fault
 /// whose TLB flush interrupts every other CPU running the process (a costly exit on a
 /// virtual machine). Writing the zeros up front takes each page's fault once, with no flush.
+#[allow(
+    clippy::slow_vector_initialization,
+    reason = "vec![0; n] is the zeroed allocation this avoids"
+)]
 pub(crate) fn written_zeros(n: usize) -> Vec<u64> {
     let mut v = Vec::with_capacity(n);
     v.resize(n, 0);
