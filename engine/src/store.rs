@@ -1098,7 +1098,13 @@ impl Store {
             inflight,
             completer,
             active_segment,
-            active_ids: crate::writer::presized(active_ids, ids_room),
+            active_ids: {
+                // Room without touching it: a store opened for a few appends should not make
+                // a whole segment's table resident (a new segment's is written; see `presized`).
+                let mut ids = active_ids;
+                ids.reserve_lazily(ids_room.saturating_sub(ids.len()));
+                ids
+            },
             ids_room,
             sealing: Vec::new(),
             durability: options.durability,

@@ -113,7 +113,8 @@ pub(crate) fn ids_room(segment_size_bytes_max: u64) -> usize {
         .min(IDS_ROOM_MAX)
 }
 
-/// `map` with room for at least `room` ids.
+/// `map` with room for at least `room` ids, its table written (resident): made when a segment
+/// rolls, for the next one, which will fill it.
 pub(crate) fn presized(mut map: IdMap, room: usize) -> IdMap {
     map.reserve(room.saturating_sub(map.len()));
     map

@@ -99,12 +99,27 @@ impl IdMap {
 
     /// Makes room for `additional` more ids, so that inserting them does not grow the table
     /// (each growth re-places every id).
+    ///
+    /// The table's memory is written now (see [`IdMap::reserve_lazily`] for the difference).
     pub fn reserve(&mut self, additional: usize) {
+        self.make_room(additional, Table::Written);
+    }
+
+    /// Makes room like [`IdMap::reserve`], but leaves the table's memory untouched: its pages
+    /// become resident as ids land in them, so that a map that stays small costs little
+    /// memory. The price is paid if it fills: a probe that reads a page before any insert has
+    /// written it maps the kernel's shared zero page, and the insert then takes a
+    /// copy-on-write fault whose TLB flush interrupts every other CPU running the process.
+    pub fn reserve_lazily(&mut self, additional: usize) {
+        self.make_room(additional, Table::Lazy);
+    }
+
+    fn make_room(&mut self, additional: usize, table: Table) {
         let want = self.entries.len().saturating_add(additional);
         self.entries.reserve(additional);
         let slots = slots_for(want);
         if slots > self.slots.len() {
-            self.rebuild(slots);
+            self.rebuild(slots, table);
         }
     }
 
@@ -151,7 +166,8 @@ impl IdMap {
             "more than {ENTRIES_MAX} ids in one segment"
         );
         if (self.entries.len() + 1) * LOAD_DEN > self.slots.len() * LOAD_NUM {
-            self.rebuild(slots_for(2 * self.entries.len() + 1));
+            // Growing: the ids placed again touch most of the table anyway.
+            self.rebuild(slots_for(2 * self.entries.len() + 1), Table::Written);
         }
         self.entries.push((id, position));
         let index = self.entries.len() as u64;
@@ -208,13 +224,25 @@ impl IdMap {
     }
 
     /// A table of `slots` slots holding every entry again.
-    fn rebuild(&mut self, slots: usize) {
-        self.slots = crate::written_zeros(slots);
+    fn rebuild(&mut self, slots: usize, table: Table) {
+        self.slots = match table {
+            Table::Written => crate::written_zeros(slots),
+            Table::Lazy => vec![0; slots],
+        };
         for e in 0..self.entries.len() {
             let h = self.hash(&self.entries[e].0);
             self.place(h, e as u64 + 1);
         }
     }
+}
+
+/// How a new table's memory is allocated.
+#[derive(Clone, Copy)]
+enum Table {
+    /// Zeros written ([`crate::written_zeros`]): every page resident now.
+    Written,
+    /// A zeroed allocation: pages mapped as they are first touched.
+    Lazy,
 }
 
 /// Asks for the cache line holding `slot` (a hint: nothing waits for it).
@@ -317,6 +345,42 @@ mod tests {
         assert_eq!(a.get(&id(1)), None);
         a.insert(id(5), 6);
         assert_eq!(a.get(&id(5)), Some(6));
+    }
+
+    #[test]
+    fn room_made_lazily_holds_like_room_written() {
+        for lazy in [false, true] {
+            let mut m = IdMap::default();
+            m.insert(id(1), 1);
+            if lazy {
+                m.reserve_lazily(5000);
+            } else {
+                m.reserve(5000);
+            }
+            let slots = m.slots.len();
+            assert!(m.capacity() >= 5001, "lazy {lazy}");
+            assert_eq!(
+                m.get(&id(1)),
+                Some(1),
+                "lazy {lazy}: kept across the new table"
+            );
+            for n in 2..=5001 {
+                let h = m.hash(&id(n));
+                m.touch(h);
+                assert_eq!(m.get_hashed(h, &id(n)), None);
+                m.insert_hashed(h, id(n), n * 10);
+            }
+            assert_eq!(
+                m.slots.len(),
+                slots,
+                "lazy {lazy}: the room made does not grow"
+            );
+            assert!(
+                (2..=5001).all(|n| m.get(&id(n)) == Some(n * 10)),
+                "lazy {lazy}"
+            );
+            assert_eq!(m.len(), 5001);
+        }
     }
 
     #[test]
