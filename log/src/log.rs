@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 
@@ -162,9 +162,29 @@ struct Shared {
     map_segments: bool,
     /// [`LogConfig::segment_size_bytes_max`].
     segment_size_bytes_max: u64,
+    /// Held across every fdatasync of a segment after open; true once one has failed (see
+    /// [`Shared::sync_segment`]).
+    sync_failed: Mutex<bool>,
 }
 
 impl Shared {
+    /// fdatasyncs a segment file. Every fdatasync of the open log goes through here, one at a
+    /// time, and the first failure latches the log before the next one starts: the kernel
+    /// reports a writeback error to one fdatasync only, so a later one that succeeds says
+    /// nothing of the pages the failed one covered (written by a group that the syncer is
+    /// about to acknowledge, say, while the writer's roll got the error). After a failure
+    /// every call fails with [`LogError::Poisoned`] until the log is reopened.
+    fn sync_segment(&self, handle: &SegmentHandle) -> Result<()> {
+        let mut failed = self.sync_failed.lock().unwrap_or_else(|p| p.into_inner());
+        if *failed {
+            return Err(LogError::Poisoned);
+        }
+        handle.file.sync_data().map_err(|e| {
+            *failed = true;
+            LogError::io(self.dir.join(&handle.name), e)
+        })
+    }
+
     fn segments(&self) -> Vec<Arc<SegmentHandle>> {
         match self.segments.read() {
             Ok(g) => g.clone(),
@@ -265,6 +285,7 @@ pub fn open(
         committed_position: AtomicU64::new(0),
         map_segments: config.map_segments,
         segment_size_bytes_max: config.segment_size_bytes_max,
+        sync_failed: Mutex::new(false),
     });
     let mut report = RecoveryReport::default();
     let firsts = segment::list(vfs.as_ref(), dir)?;
@@ -541,13 +562,20 @@ pub fn open(
     Ok((LogReader { shared }, writer, report))
 }
 
-/// Looks for a CRC-valid frame after `after` in `file` (up to `end`) and returns the largest
-/// `durable_position` recorded by such frames.
+/// Looks for a CRC-valid frame after the damaged one at `after` in `file` (up to `end`) and
+/// returns the largest `durable_position` recorded by such frames. `expected` is the position
+/// the damaged frame starts at.
+///
+/// A candidate counts only where a frame of this log could stand: after the damaged one in
+/// position (`first_position > expected`) and no further ahead than the bytes between them can
+/// hold (a decoded frame's durable end is never past its own start). Event data is stored byte
+/// for byte, so a torn frame's payload may itself hold a frame (one of another log, say); one
+/// that does not fit there is not taken for proof that the damaged frame was durable.
 fn find_later_frame(
     file: &Arc<dyn VFile>,
     after: u64,
     end: u64,
-    _expected: u64,
+    expected: u64,
 ) -> Result<Option<u64>> {
     let start = after + 1;
     if start >= end {
@@ -562,9 +590,16 @@ fn find_later_frame(
     while i + FRAME_HEADER_SIZE <= bytes.len() {
         if bytes[i..i + 4] == magic {
             if let Ok((h, _)) = decode_frame(&bytes[i..]) {
-                best = Some(best.map_or(h.durable_position, |b| b.max(h.durable_position)));
-                i += h.frame_len() as usize;
-                continue;
+                // Bytes from the damaged frame's start to this one's.
+                let distance = i as u64 + 1;
+                let fits = h.first_position > expected
+                    // Each event between them takes at least its encoding's fewest bytes.
+                    && h.first_position - expected <= distance / crate::record::EVENT_BYTES_MIN as u64;
+                if fits {
+                    best = Some(best.map_or(h.durable_position, |b| b.max(h.durable_position)));
+                    i += h.frame_len() as usize;
+                    continue;
+                }
             }
         }
         i += 1;
@@ -840,10 +875,7 @@ impl LogWriter {
     }
 
     fn sync_active(&mut self) -> Result<()> {
-        self.active
-            .file
-            .sync_data()
-            .map_err(|e| LogError::io(self.shared.dir.join(&self.active.name), e))
+        self.shared.sync_segment(&self.active)
     }
 
     fn roll(&mut self) -> Result<()> {
@@ -980,10 +1012,7 @@ impl PendingCommit {
     /// fdatasyncs the segment this commit ends in. Segments sealed before it were synced
     /// whole when they were sealed, so this makes the commit (and every earlier one) durable.
     pub fn sync(&self) -> Result<()> {
-        self.active
-            .file
-            .sync_data()
-            .map_err(|e| LogError::io(self.shared.dir.join(&self.active.name), e))
+        self.shared.sync_segment(&self.active)
     }
 
     /// Makes the commit visible to readers. A sealed segment's final end is stored before the
@@ -1047,16 +1076,18 @@ impl LogReader {
                 "segment is missing",
             )
         })?;
-        if loc.len < FRAME_HEADER_SIZE as u64
-            || loc.offset + loc.len > seg.end.load(Ordering::Acquire)
-        {
+        // A location comes from the index (derived data): its sum must not wrap.
+        let end = loc.offset.checked_add(loc.len);
+        let Some(end) = end.filter(|&e| {
+            loc.len >= FRAME_HEADER_SIZE as u64 && e <= seg.end.load(Ordering::Acquire)
+        }) else {
             return Err(corrupted(
                 &seg.name,
                 loc.offset,
                 "frame location outside the segment",
             ));
-        }
-        let (start, end) = (loc.offset as usize, (loc.offset + loc.len) as usize);
+        };
+        let (start, end) = (loc.offset as usize, end as usize);
         let bytes = match seg.mapped(&self.shared) {
             Some(map) if end <= map.len() => map.slice(start..end),
             _ => {

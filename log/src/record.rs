@@ -360,7 +360,7 @@ impl FrameSpans {
 }
 
 /// Smallest encoding of an event: the id, one byte per other field.
-const EVENT_BYTES_MIN: usize = 16 + 10;
+pub(crate) const EVENT_BYTES_MIN: usize = 16 + 10;
 /// Smallest encoding of a stream batch: an empty stream id, a version and an event count.
 const BATCH_BYTES_MIN: usize = 3;
 
