@@ -59,19 +59,130 @@ impl Recent {
         }
     }
 
-    /// Forgets the batches of segments up to `segment`, whose stream index files are written
-    /// and registered.
+    /// Forgets the batches of `segment`, whose stream index file is written and registered.
+    /// Only that segment's: an earlier segment whose file could not be written keeps its
+    /// batches here, the only place reads find them until the store is reopened (and its file
+    /// rebuilt).
     pub fn remove_segment(&mut self, segment: u64) {
         self.batches.retain(|_, v| {
-            while v.front().is_some_and(|e| e.location.segment <= segment) {
-                v.pop_front();
-            }
+            v.retain(|e| e.location.segment != segment);
             !v.is_empty()
         });
+    }
+
+    /// The batches of stream `number` that a page of a read from version `from` needs, at
+    /// most `limit`: forwards, the first ones holding versions from `from` on; backwards, the
+    /// last ones starting at or below it (in version order either way). Only committed ones
+    /// (first position below `committed`). A look-up in the stream's list, not a copy of it:
+    /// a hot stream has a whole segment's batches here.
+    pub fn window(
+        &self,
+        number: u64,
+        from: u64,
+        backwards: bool,
+        limit: usize,
+        committed: u64,
+    ) -> Vec<BatchEntry> {
+        let Some(v) = self.batches.get(&number) else {
+            return Vec::new();
+        };
+        let committed = |b: &&BatchEntry| b.first_position < committed;
+        if backwards {
+            let end = v.partition_point(|b| b.first_version <= from);
+            let mut out: Vec<BatchEntry> = v
+                .range(..end)
+                .rev()
+                .filter(committed)
+                .take(limit)
+                .copied()
+                .collect();
+            out.reverse();
+            out
+        } else {
+            let start =
+                v.partition_point(|b| b.first_version.saturating_add(u64::from(b.count)) <= from);
+            v.range(start..)
+                .filter(committed)
+                .take(limit)
+                .copied()
+                .collect()
+        }
     }
 
     pub fn frame_at(&self, position: u64) -> Option<FrameEntry> {
         let (_, f) = self.frames.range(..=position).next_back()?;
         (position < f.first_position + u64::from(f.event_count)).then_some(*f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrix_log::FrameLocation;
+
+    /// Stream 1 with batches of 2 events at versions 0, 2, 4, ... (positions 10x the version),
+    /// `per_segment` batches to a segment.
+    fn recent(batches: u64, per_segment: u64) -> Recent {
+        let mut r = Recent::default();
+        let list = r.batches.entry(1).or_default();
+        for i in 0..batches {
+            list.push_back(BatchEntry {
+                first_version: 2 * i,
+                first_position: 20 * i,
+                count: 2,
+                location: FrameLocation {
+                    segment: i / per_segment,
+                    offset: i,
+                    len: 1,
+                },
+            });
+        }
+        r
+    }
+
+    fn firsts(b: Vec<BatchEntry>) -> Vec<u64> {
+        b.iter().map(|b| b.first_version).collect()
+    }
+
+    #[test]
+    fn a_window_is_the_page_a_read_needs() {
+        let r = recent(10, 100);
+        let all = u64::MAX;
+        // Forwards: from the batch holding `from`, at most `limit`.
+        assert_eq!(firsts(r.window(1, 0, false, 3, all)), vec![0, 2, 4]);
+        assert_eq!(firsts(r.window(1, 5, false, 3, all)), vec![4, 6, 8]);
+        assert_eq!(firsts(r.window(1, 17, false, 3, all)), vec![16, 18]);
+        assert_eq!(firsts(r.window(1, 19, false, 3, all)), vec![18]);
+        assert!(r.window(1, 20, false, 3, all).is_empty());
+        // Backwards: the last `limit` starting at or below `from`, in version order.
+        assert_eq!(
+            firsts(r.window(1, u64::MAX, true, 3, all)),
+            vec![14, 16, 18]
+        );
+        assert_eq!(firsts(r.window(1, 5, true, 3, all)), vec![0, 2, 4]);
+        assert_eq!(firsts(r.window(1, 1, true, 3, all)), vec![0]);
+        assert_eq!(firsts(r.window(1, 9, true, 100, all)), vec![0, 2, 4, 6, 8]);
+        // Only committed batches (first position below 100: versions up to 8).
+        assert_eq!(firsts(r.window(1, 6, false, 5, 100)), vec![6, 8]);
+        assert_eq!(firsts(r.window(1, u64::MAX, true, 2, 100)), vec![6, 8]);
+        // Another stream, or none.
+        assert!(r.window(2, 0, false, 3, all).is_empty());
+        assert!(r.window(1, 0, false, 0, all).is_empty());
+    }
+
+    #[test]
+    fn removing_a_segment_keeps_the_batches_of_others() {
+        // Segments 0..=3, three batches each.
+        let mut r = recent(12, 3);
+        // Segment 1's file was written; segment 0's was not (it keeps its batches).
+        r.remove_segment(1);
+        assert_eq!(
+            firsts(r.window(1, 0, false, 100, u64::MAX)),
+            vec![0, 2, 4, 12, 14, 16, 18, 20, 22]
+        );
+        r.remove_segment(0);
+        r.remove_segment(2);
+        r.remove_segment(3);
+        assert!(r.batches.is_empty(), "an emptied stream's list goes");
     }
 }

@@ -247,37 +247,19 @@ impl Inner {
         // batches before its commit (the position is read first, so every batch below it
         // is in the recent index by then).
         let committed = self.committed_position();
-        let recent: Vec<BatchEntry> = lock(&self.recent)
-            .batches
-            .get(&number)
-            .map(|v| {
-                v.iter()
-                    .filter(|b| b.first_position < committed)
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
         let backwards = dir == Direction::Backwards;
+        let recent = lock(&self.recent).window(number, from, backwards, limit, committed);
         let mut all = self.sealed_batches(number, from, backwards, limit)?;
-        // Forwards, a full page from the index may stop short of the recent batches (which are
-        // newer than everything indexed): take recent ones only up to the page's end, so the
-        // caller's next page continues without a gap.
-        let page_end = match all.last() {
-            Some(b) if !backwards && all.len() >= limit => b.first_version,
-            _ => u64::MAX,
-        };
-        all.extend(recent.into_iter().filter(|b| {
-            if backwards {
-                b.first_version <= from
-            } else {
-                b.first_version + u64::from(b.count) > from && b.first_version <= page_end
-            }
-        }));
+        all.extend(recent);
         all.sort_by_key(|b| b.first_version);
         all.dedup_by_key(|b| b.first_version);
         if backwards {
             all.reverse();
         }
+        // Each list holds its own first `limit` batches in the read's direction, so the first
+        // `limit` of their union are the stream's: a page ends there, without a gap before
+        // the caller's next one.
+        all.truncate(limit);
         Ok(all)
     }
     /// Batches of stream `number` in the stream index files of sealed segments, holding
@@ -881,7 +863,7 @@ impl Store {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        create_store_dir(vfs.as_ref(), &dir).map_err(io(&dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock_file = std::fs::OpenOptions::new()
             .create(true)
@@ -1083,7 +1065,6 @@ impl Store {
             indexer: itx,
             acker: atx,
             durability: options.durability,
-            last_sync: Arc::new(Mutex::new(Instant::now())),
         };
         let inflight = Arc::new(AtomicUsize::new(0));
         let syncer_completer = completer.clone();
@@ -1538,6 +1519,29 @@ pub(crate) enum IndexerMsg {
 
 /// Applies committed frames to the persistent index behind the writer, writes the id files and
 /// stream index files of sealed segments, and checkpoints durably about once per `interval`.
+/// Creates `dir` and its missing parents, and makes each new directory's entry durable in its
+/// parent before the store goes on: a directory's entry lives in its parent, so that without
+/// those fsyncs a power loss could take a new store, with every append acknowledged in it,
+/// away. An existing directory is left as it is.
+fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !vfs.exists(a))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    vfs.create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        vfs.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// `active` is the active segment and the stream batches it held when the store opened.
 fn run_indexer(
     inner: Arc<Inner>,

@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
 
 use orchestrix_index::ids::IdMap;
 use orchestrix_index::{BatchSummary, FrameSummary};
@@ -99,6 +98,17 @@ pub(crate) enum Request {
     Tick,
 }
 
+impl Request {
+    /// Bytes of encoded events the request brings to a group (what [`GROUP_BYTES_MAX`]
+    /// bounds).
+    fn encoded_bytes(&self) -> usize {
+        match self {
+            Request::Append { parts, .. } => parts.iter().map(|p| p.encoded.len()).sum(),
+            Request::Tick => 0,
+        }
+    }
+}
+
 /// Segment bytes per event assumed when making room for a segment's ids before knowing how
 /// many it will hold (a 256-byte event takes ~330 with its fields and frame).
 const SEGMENT_BYTES_PER_ID_GUESS: u64 = 320;
@@ -122,7 +132,7 @@ pub(crate) fn presized(mut map: IdMap, room: usize) -> IdMap {
 
 /// Most requests taken into one group.
 const GROUP_REQUESTS_MAX: usize = 4096;
-/// A group stops growing once its frames reach this size.
+/// A group stops growing once its appends' encoded events reach this size.
 const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 pub(crate) struct Writer {
@@ -230,7 +240,18 @@ pub(crate) struct Completer {
     pub indexer: SyncSender<IndexerMsg>,
     pub acker: std::sync::mpsc::Sender<Vec<Ack>>,
     pub durability: Durability,
-    pub last_sync: Arc<std::sync::Mutex<Instant>>,
+}
+
+/// Whether a completion fdatasyncs: under `Always`, every group with frames; under `Interval`,
+/// every tick of the timer (one each interval) that finds frames written since the last
+/// fdatasync, so that a write is durable at most one interval (and an fdatasync) after it is
+/// acknowledged; under `Never`, none.
+fn needs_sync(durability: Durability, frames: bool, tick: bool, unsynced: bool) -> bool {
+    match durability {
+        Durability::Always => frames,
+        Durability::Interval(_) => tick && unsynced,
+        Durability::Never => false,
+    }
 }
 
 /// The syncer thread: completes the groups the writer hands over.
@@ -260,18 +281,14 @@ impl Completer {
         let poisoned = self.inner.poisoned.load(Ordering::Acquire);
         let frames = jobs.iter().any(|j| !j.summaries.is_empty());
         let tick = jobs.iter().any(|j| j.tick);
-        let mut last_sync = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
-        let sync = match self.durability {
-            Durability::Always => frames,
-            Durability::Interval(d) => tick && last_sync.elapsed() >= d,
-            Durability::Never => false,
-        };
+        let unsynced = jobs.last().is_some_and(|j| {
+            j.commit.next_position() > self.inner.durable_position.load(Ordering::Acquire)
+        });
         let mut failure = None;
-        if !poisoned && sync {
+        if !poisoned && needs_sync(self.durability, frames, tick, unsynced) {
             if let Some(last) = jobs.last() {
                 match last.commit.sync() {
                     Ok(()) => {
-                        *last_sync = Instant::now();
                         self.inner
                             .durable_position
                             .fetch_max(last.commit.next_position(), Ordering::AcqRel);
@@ -280,7 +297,6 @@ impl Completer {
                 }
             }
         }
-        drop(last_sync);
         if poisoned || failure.is_some() {
             // Nothing is acknowledged after a failure, not even groups written before it.
             if let Some(e) = &failure {
@@ -362,10 +378,14 @@ impl Writer {
                 break;
             };
             let mut group = std::mem::take(&mut self.drained);
+            let mut group_bytes = first.encoded_bytes();
             group.push(first);
-            while group.len() < GROUP_REQUESTS_MAX && self.log.buffered_bytes() < GROUP_BYTES_MAX {
+            while group.len() < GROUP_REQUESTS_MAX && group_bytes < GROUP_BYTES_MAX {
                 match self.rx.try_recv() {
-                    Ok(r) => group.push(r),
+                    Ok(r) => {
+                        group_bytes += r.encoded_bytes();
+                        group.push(r);
+                    }
                     Err(_) => break,
                 }
             }
@@ -429,6 +449,13 @@ impl Writer {
             }
             self.id_hashes = hashes;
             self.drained = group;
+            if self.log.is_poisoned() {
+                // An append's own write or fdatasync failed (a roll's, inside `prepare`): latch
+                // the store now, so that no group written before it is acknowledged by a
+                // completion that has not looked at the latch yet (the log fails every
+                // fdatasync after a failed one, so one that has looked fails anyway).
+                self.inner.poisoned.store(true, Ordering::Release);
+            }
             if pending.is_empty() && summaries.is_empty() && !tick && refused.is_empty() {
                 continue;
             }
@@ -790,6 +817,27 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interval_durability_syncs_at_every_tick_that_finds_unsynced_frames() {
+        let d = Durability::Interval(std::time::Duration::from_millis(100));
+        // The timer ticks once per interval: each tick syncs what is unsynced, however
+        // recently the last fdatasync ended (comparing against that end skipped every other
+        // tick, making the interval twice as long).
+        assert!(needs_sync(d, false, true, true));
+        assert!(needs_sync(d, true, true, true));
+        assert!(
+            !needs_sync(d, true, false, true),
+            "a group alone waits for the tick"
+        );
+        assert!(
+            !needs_sync(d, false, true, false),
+            "nothing written since the last one"
+        );
+        assert!(needs_sync(Durability::Always, true, false, true));
+        assert!(!needs_sync(Durability::Always, false, true, false));
+        assert!(!needs_sync(Durability::Never, true, true, true));
+    }
 
     #[test]
     fn a_segment_map_gets_room_for_its_ids_up_front() {
