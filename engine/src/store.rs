@@ -113,6 +113,12 @@ impl Inner {
         self.reader.committed_position()
     }
 
+    /// The committed position as [`Inner::publish`] last set it, with the stream heads (what
+    /// [`Inner::wait_for_commit`] waits on).
+    pub fn published_position(&self) -> u64 {
+        *lock(&self.committed.0)
+    }
+
     /// Writes the id files of sealed segments that have none (except those in `skip`, whose
     /// files are being written), by scanning the segments.
     pub fn rebuild_missing_id_files(&self, skip: &[u64]) -> Result<()> {

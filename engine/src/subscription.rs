@@ -111,7 +111,11 @@ impl Subscription {
             if let Some(e) = self.page.pop_front() {
                 return Ok(Some(e));
             }
-            let seen = self.inner.committed_position();
+            // The position the waiting below compares with, as published with the stream
+            // heads (after the log's committed position moves): taken from the log, a new
+            // stream's first events could be committed, missed by `fill` (its head not set
+            // yet), and then not wake the wait either.
+            let seen = self.inner.published_position();
             if self.fill()? {
                 continue;
             }

@@ -40,7 +40,15 @@ pub struct FrameCursor {
     /// when no payload is still held, and allocates a fresh one otherwise.
     buf: Bytes,
     buf_offset: u64,
+    /// `buf` is a memory map (not bytes read into memory).
+    buf_is_map: bool,
+    /// Copy out payloads much smaller than a read buffer (see [`FrameCursor::detaching`]).
+    detach: bool,
 }
+
+/// A payload held by a caller keeps the whole read buffer it is a slice of alive: one this
+/// many times smaller than the buffer is copied out instead (when detaching).
+const DETACH_RATIO: usize = 8;
 
 impl FrameCursor {
     /// A cursor over `file` between `offset` and `end`.
@@ -51,7 +59,19 @@ impl FrameCursor {
             end,
             buf: Bytes::new(),
             buf_offset: offset,
+            buf_is_map: false,
+            detach: false,
         }
+    }
+
+    /// The same cursor, handing out payloads read into memory (not those of a map) as copies
+    /// of their own when they are much smaller than the read buffer, for callers that keep
+    /// them (read results, subscriptions): a kept slice would keep the whole buffer (1 MiB)
+    /// alive, and a selective reader keeping one small event per buffer would hold a buffer
+    /// for each.
+    pub fn detaching(mut self) -> Self {
+        self.detach = true;
+        self
     }
 
     /// A cursor reading from `map`, a memory map of `file` from its start, for as far as the
@@ -63,6 +83,8 @@ impl FrameCursor {
             end,
             buf: map,
             buf_offset: 0,
+            buf_is_map: true,
+            detach: false,
         }
     }
 
@@ -129,6 +151,7 @@ impl FrameCursor {
             }
         };
         self.buf = buf.freeze();
+        self.buf_is_map = false;
         result
     }
 
@@ -166,9 +189,15 @@ impl FrameCursor {
             Ok((header, _)) => {
                 self.offset += frame_len;
                 let payload_start = start + FRAME_HEADER_SIZE;
-                let payload = self
-                    .buf
-                    .slice(payload_start..payload_start + header.payload_len as usize);
+                let range = payload_start..payload_start + header.payload_len as usize;
+                let copy = self.detach
+                    && !self.buf_is_map
+                    && range.len().saturating_mul(DETACH_RATIO) < self.buf.len();
+                let payload = if copy {
+                    Bytes::copy_from_slice(self.buf.get(range).unwrap_or_default())
+                } else {
+                    self.buf.slice(range)
+                };
                 Ok(CursorItem::Frame {
                     offset,
                     header,
@@ -197,6 +226,54 @@ mod tests {
                 } => out.push((offset, header.first_position, payload.to_vec())),
                 CursorItem::End => return out,
                 CursorItem::Defect { offset, defect } => panic!("defect at {offset}: {defect}"),
+            }
+        }
+    }
+
+    /// A detaching cursor reading into memory hands out small payloads as copies of their
+    /// own (a kept one does not keep its read buffer alive); a plain one, and one over a map,
+    /// hand out slices.
+    #[test]
+    fn a_detaching_cursor_copies_small_payloads_out_of_its_read_buffer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StdFs.create(&dir.path().join("f")).expect("create");
+        let mut bytes = Vec::new();
+        for i in 0..50u64 {
+            bytes.extend(encode_frame(i, i, 1, &[i as u8; 200]).expect("frame"));
+        }
+        // One payload far larger than an eighth of the buffer: shared, not copied.
+        bytes.extend(encode_frame(50, 50, 1, &vec![7u8; 400_000]).expect("frame"));
+        file.write_all_at(&bytes, 0).expect("write");
+        let end = bytes.len() as u64;
+        let map = file.map(end).expect("map").expect("StdFs maps");
+        for (what, mut c, copies_small) in [
+            ("plain", FrameCursor::new(file.clone(), 0, end), false),
+            (
+                "detaching",
+                FrameCursor::new(file.clone(), 0, end).detaching(),
+                true,
+            ),
+            (
+                "detaching over a map",
+                FrameCursor::over_map(map, file.clone(), 0, end).detaching(),
+                false,
+            ),
+        ] {
+            let mut held = Vec::new();
+            while let CursorItem::Frame { payload, .. } = c.next_item().expect("read") {
+                let in_buffer = c.buf.as_ptr_range().contains(&payload.as_ptr());
+                let small = payload.len() < 1000;
+                assert_eq!(
+                    in_buffer,
+                    !(copies_small && small),
+                    "{what}: {}",
+                    held.len()
+                );
+                held.push(payload);
+            }
+            assert_eq!(held.len(), 51, "{what}");
+            for (i, p) in held.iter().enumerate().take(50) {
+                assert_eq!(&p[..], &[i as u8; 200][..], "{what}: payload {i}");
             }
         }
     }

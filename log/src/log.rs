@@ -1182,6 +1182,8 @@ impl LogScanner {
                     }
                     None => FrameCursor::new(seg.file.clone(), self.offset, end),
                 };
+                // Readers keep what they scan (read results, subscriptions).
+                let c = c.detaching();
                 self.cursor = Some((seg, c));
             }
             let Some((seg, cursor)) = self.cursor.as_mut() else {
