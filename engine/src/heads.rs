@@ -30,7 +30,12 @@ fn entry(name: Arc<str>, head: StreamHead) -> (Arc<str>, Entry) {
 impl StreamHeads {
     /// Heads as the index's durable checkpoint recorded them.
     pub fn from_checkpoint(heads: Vec<(String, StreamHead)>) -> Self {
-        let next_number = heads.iter().map(|(_, h)| h.number + 1).max().unwrap_or(0);
+        // Saturating: the numbers come from the index (derived data).
+        let next_number = heads
+            .iter()
+            .map(|(_, h)| h.number.saturating_add(1))
+            .max()
+            .unwrap_or(0);
         StreamHeads {
             map: heads
                 .into_iter()
@@ -75,7 +80,7 @@ impl StreamHeads {
                 self.map.insert(name, e);
             }
         }
-        self.next_number = self.next_number.max(head.number + 1);
+        self.next_number = self.next_number.max(head.number.saturating_add(1));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &StreamHead)> {

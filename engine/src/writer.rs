@@ -647,7 +647,18 @@ impl Writer {
                     current,
                 });
             }
-            firsts.push(current.map_or(0, |v| v + 1));
+            // The log refuses a batch running past the last version (`u64::MAX`), so a
+            // head is below it; this append's events must fit too.
+            let first = current.map_or(Some(0), |v| v.checked_add(1));
+            let Some(first) = first.filter(|f| f.checked_add(p.events.len() as u64).is_some())
+            else {
+                return Err(StoreError::InvalidInput(format!(
+                    "stream {:?} has no versions left for {} more events",
+                    p.stream,
+                    p.events.len()
+                )));
+            };
+            firsts.push(first);
         }
         let first_position = self.log.next_position();
         let mut locations = std::mem::take(&mut self.locations);

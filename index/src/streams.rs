@@ -83,7 +83,9 @@ impl StreamEntry {
 
     /// The last version in the batch.
     pub fn last_version(&self) -> u64 {
-        self.first_version + u64::from(self.count).max(1) - 1
+        // Saturating: entries come from files (derived data, checked elsewhere).
+        self.first_version
+            .saturating_add(u64::from(self.count).max(1) - 1)
     }
 
     fn encode(&self, out: &mut Vec<u8>) {

@@ -82,7 +82,7 @@ impl FramePayload {
         }
         check_counts(
             p.event_count(),
-            p.batches.iter().map(|b| b.events.len()),
+            p.batches.iter().map(|b| (b.first_version, b.events.len())),
             event_count,
         )?;
         Ok(p)
@@ -348,7 +348,9 @@ impl FrameSpans {
         .map_err(|why| LogError::Payload(why.into()))?;
         check_counts(
             self.events.len(),
-            self.batches.iter().map(|b| b.events.len()),
+            self.batches
+                .iter()
+                .map(|b| (b.first_version, b.events.len())),
             event_count,
         )
     }
@@ -556,15 +558,28 @@ fn ascii(b: &[u8]) -> bool {
     b.iter().fold(0u8, |x, &c| x | c) < 0x80
 }
 
+/// Checks a decoded payload's counts against its header, and that each batch (its first
+/// version and event count) is not empty and ends below `u64::MAX`: its versions, and the
+/// version after them, are numbers a stream can have.
 fn check_counts(
     total: usize,
-    mut per_batch: impl Iterator<Item = usize>,
+    per_batch: impl Iterator<Item = (u64, usize)>,
     event_count: u32,
 ) -> Result<()> {
-    if total != event_count as usize || per_batch.any(|n| n == 0) {
+    if total != event_count as usize {
         return Err(LogError::Payload(format!(
             "payload holds {total} events, header says {event_count}"
         )));
+    }
+    for (first_version, n) in per_batch {
+        if n == 0 {
+            return Err(LogError::Payload("a stream batch without events".into()));
+        }
+        if first_version.checked_add(n as u64).is_none() {
+            return Err(LogError::Payload(format!(
+                "a stream batch of {n} events from version {first_version} runs past the last version"
+            )));
+        }
     }
     Ok(())
 }
@@ -858,7 +873,11 @@ mod tests {
                     }
                 });
             let serde = serde.ok().filter(|v| {
-                v.event_count() == n as usize && v.batches.iter().all(|b| !b.events.is_empty())
+                v.event_count() == n as usize
+                    && v.batches.iter().all(|b| {
+                        !b.events.is_empty()
+                            && b.first_version.checked_add(b.events.len() as u64).is_some()
+                    })
             });
             let ours = FrameView::decode(bytes, n).ok();
             assert_eq!(ours, serde, "{bytes:?}");
@@ -877,6 +896,34 @@ mod tests {
                 m[i] = x;
                 same(&m, 5);
             }
+        }
+    }
+
+    /// A batch whose versions would run to `u64::MAX` (or past it) is refused by both
+    /// decoders: a stream's versions, and the one after them, must be numbers.
+    #[test]
+    fn batches_end_below_the_last_version() {
+        let events = [ev(1), ev(2)];
+        for (first, ok) in [
+            (u64::MAX - 2, true),
+            (u64::MAX - 1, false),
+            (u64::MAX, false),
+            (0, true),
+        ] {
+            let mut out = Vec::new();
+            encode_payload(&mut out, std::iter::once(("s", first, &events[..]))).unwrap();
+            assert_eq!(
+                FramePayload::decode(&out, 2).is_ok(),
+                ok,
+                "postcard, from {first}"
+            );
+            assert_eq!(
+                FrameView::decode(&out, 2).is_ok(),
+                ok,
+                "in place, from {first}"
+            );
+            let mut spans = FrameSpans::default();
+            assert_eq!(spans.decode(&out, 2).is_ok(), ok, "spans, from {first}");
         }
     }
 
