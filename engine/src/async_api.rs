@@ -57,6 +57,18 @@ impl AsyncStore {
         &self.store
     }
 
+    /// Makes every append acknowledged so far durable (see [`Store::sync`]), waiting without
+    /// blocking the runtime.
+    pub async fn sync(&self) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store
+            .sender()?
+            .send(Request::Sync(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Appends to one stream.
     pub async fn append(
         &self,

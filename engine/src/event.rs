@@ -328,11 +328,26 @@ impl RecordedEvent {
         let start = self.data.start as usize;
         self.frame.0.slice(start..start + self.data.len as usize)
     }
-    /// Whether the data is JSON by its content type.
+    /// Whether the data is JSON by its content type: a media type (parameters such as
+    /// `charset` aside, in any case) of `application/json`, `text/json` or a `+json` suffix.
     pub fn is_json(&self) -> bool {
-        self.data_content_type()
-            .is_some_and(|c| c == "application/json" || c.ends_with("+json"))
+        self.data_content_type().is_some_and(is_json_media_type)
     }
+}
+
+/// Whether `content_type` names JSON: `application/json`, `text/json`, or any type with a
+/// `+json` suffix, compared without case and without parameters (`; charset=utf-8`).
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let json = |s: &str| s.eq_ignore_ascii_case("json");
+    let suffix_json = subtype
+        .rsplit_once('+')
+        .is_some_and(|(_, suffix)| json(suffix));
+    (kind.eq_ignore_ascii_case("application") || kind.eq_ignore_ascii_case("text")) && json(subtype)
+        || suffix_json
 }
 
 impl PartialEq for RecordedEvent {
@@ -438,6 +453,31 @@ impl ReadFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_by_their_media_type() {
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "text/json",
+            "application/cloudevents+json",
+            "application/vnd.api+JSON ; q=1",
+        ] {
+            assert!(is_json_media_type(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "json",
+            "application/jsonl",
+            "application/xml",
+            "text/plain; note=application/json",
+            "application/json-seq",
+            "image/png",
+        ] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
+    }
 
     #[test]
     fn new_ids_are_v7_ordered_per_thread_and_carry_the_event_time() {

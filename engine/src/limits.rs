@@ -12,8 +12,11 @@ pub const BATCH_EVENT_COUNT_MAX: usize = 65_536;
 pub const BATCH_SIZE_MAX: u64 = 64 * 1024 * 1024;
 /// Maximum length of a stream id in bytes.
 pub const STREAM_ID_LEN_MAX: usize = 1024;
-/// Maximum size of an event's metadata (keys and values together).
+/// Maximum size of an event's metadata: keys and values together, each pair counting
+/// [`METADATA_PAIR_OVERHEAD`] bytes more (so that empty pairs are not free).
 pub const METADATA_SIZE_MAX: u64 = 64 * 1024;
+/// What a metadata pair takes beyond its key and value: a length prefix for each.
+pub const METADATA_PAIR_OVERHEAD: u64 = 2;
 /// Maximum number of streams in one multi-stream append.
 pub const STREAMS_PER_APPEND_MAX: usize = 1024;
 
@@ -64,7 +67,7 @@ pub fn event_size(e: &EventRecord) -> u64 {
 fn metadata_size(e: &EventRecord) -> u64 {
     e.metadata
         .iter()
-        .map(|(k, v)| (k.len() + v.len()) as u64)
+        .map(|(k, v)| (k.len() + v.len()) as u64 + METADATA_PAIR_OVERHEAD)
         .sum()
 }
 
@@ -95,6 +98,45 @@ pub fn check_event(e: &EventRecord, event_size_max: u64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_with_metadata(pairs: Vec<(String, String)>) -> EventRecord {
+        EventRecord {
+            id: [1; 16],
+            event_type: "E".into(),
+            source: "s".into(),
+            subject: None,
+            time_unix_nanos: 0,
+            data_content_type: None,
+            data_schema: None,
+            correlation_id: None,
+            causation_id: None,
+            metadata: pairs,
+            data: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn empty_metadata_pairs_count_towards_the_limits() {
+        let max = (METADATA_SIZE_MAX / METADATA_PAIR_OVERHEAD) as usize;
+        let at_limit = event_with_metadata(vec![(String::new(), String::new()); max]);
+        assert!(check_event(&at_limit, EVENT_SIZE_MAX_DEFAULT).is_ok());
+        let past = event_with_metadata(vec![(String::new(), String::new()); max + 1]);
+        assert!(matches!(
+            check_event(&past, EVENT_SIZE_MAX_DEFAULT),
+            Err(StoreError::TooLarge {
+                what: "event metadata",
+                ..
+            })
+        ));
+        // And towards the event's size.
+        let some = event_with_metadata(vec![(String::new(), String::new()); 600]);
+        assert!(matches!(
+            check_event(&some, 1024),
+            Err(StoreError::TooLarge { what: "event", .. })
+        ));
+        let kv = event_with_metadata(vec![("k".into(), "vv".into())]);
+        assert_eq!(metadata_size(&kv), 3 + METADATA_PAIR_OVERHEAD);
+    }
 
     #[test]
     fn stream_ids() {

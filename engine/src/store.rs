@@ -837,10 +837,12 @@ impl Store {
     }
 
     /// Opens an existing store; fails with [`StoreError::NotAStore`] and touches nothing if
-    /// `dir` does not hold one.
+    /// `dir` does not hold one: a store has a `log` directory whose first segment file
+    /// starts with the segment magic (a directory that merely has a `log` folder, as many do,
+    /// is not one).
     pub fn open_existing(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref();
-        if !dir.join(LOG_DIR).is_dir() {
+        if !holds_a_store(dir) {
             return Err(StoreError::NotAStore {
                 path: dir.to_path_buf(),
             });
@@ -1305,16 +1307,60 @@ impl Store {
         self.inner.committed_position()
     }
 
-    /// Saves the snapshot of a stream (atomically, compressed, checksummed).
+    /// Makes every append acknowledged so far durable (one fdatasync), whatever the
+    /// durability mode: under `Interval` and `Never`, what an application calls before
+    /// something that must not outlive its events (`save_snapshot` does). Under `Always`
+    /// acknowledged appends are durable already, and this costs a round trip to the writer.
+    pub fn sync(&self) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.sender()?
+            .blocking_send(Request::Sync(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Saves the snapshot of a stream (atomically, compressed, checksummed). Its version must
+    /// be one the stream has; under relaxed durability the log is synced first, so that a
+    /// power loss cannot keep the snapshot and lose the events it reflects.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         check_stream_id(&snapshot.stream)?;
+        let head = self.stream_head(&snapshot.stream)?;
+        if head.is_none_or(|h| snapshot.version > h) {
+            return Err(StoreError::InvalidInput(format!(
+                "a snapshot of stream {:?} at version {} is past the stream's head ({})",
+                snapshot.stream,
+                snapshot.version,
+                head.map_or("no events".into(), |h| format!("version {h}"))
+            )));
+        }
+        if self.options.durability != Durability::Always {
+            self.sync()?;
+        }
         Ok(self.snapshots.save(snapshot)?)
     }
 
-    /// Loads the latest snapshot of a stream; a damaged one is ignored (`None`).
+    /// Loads the latest snapshot of a stream; a damaged one is ignored (`None`), and so is
+    /// one past the stream's head (a snapshot directory from elsewhere, or from before the
+    /// events were synced), with a warning.
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         check_stream_id(stream)?;
-        Ok(self.snapshots.load(stream)?)
+        let Some(snapshot) = self.snapshots.load(stream)? else {
+            return Ok(None);
+        };
+        let head = self.stream_head(stream)?;
+        if head.is_none_or(|h| snapshot.version > h) {
+            tracing::warn!(
+                stream,
+                version = snapshot.version,
+                head = ?head,
+                "ignoring a snapshot past the stream's head"
+            );
+            return Ok(None);
+        }
+        Ok(Some(snapshot))
     }
 
     /// Facts for `inspect`.
@@ -1525,15 +1571,38 @@ pub(crate) enum IndexerMsg {
 
 /// Applies committed frames to the persistent index behind the writer, writes the id files and
 /// stream index files of sealed segments, and checkpoints durably about once per `interval`.
+/// Whether `dir` holds a store (see [`Store::open_existing`]); reads, creates nothing.
+fn holds_a_store(dir: &Path) -> bool {
+    let log = dir.join(LOG_DIR);
+    if !log.is_dir() {
+        return false;
+    }
+    let Ok(segments) = orchestrix_log::segment::list(&StdFs, &log) else {
+        return false;
+    };
+    let Some(&first) = segments.first() else {
+        return false;
+    };
+    let mut magic = [0u8; 8];
+    File::open(log.join(orchestrix_log::segment::file_name(first)))
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|()| magic == orchestrix_log::segment::SEGMENT_MAGIC)
+}
+
 /// Creates `dir` and its missing parents, and makes each new directory's entry durable in its
 /// parent before the store goes on: a directory's entry lives in its parent, so that without
 /// those fsyncs a power loss could take a new store, with every append acknowledged in it,
 /// away. An existing directory is left as it is.
+///
+/// The directory is made on the real file system, where the lock file and the index live, and
+/// through `vfs` (the log's and the snapshots' file layer: the same directories on the real
+/// one, its own in a test's simulated one), whose directory syncs make the entries durable.
 fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<()> {
     let missing: Vec<&Path> = dir
         .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && !vfs.exists(a))
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
         .collect();
+    std::fs::create_dir_all(dir)?;
     if missing.is_empty() {
         return Ok(());
     }

@@ -96,6 +96,22 @@ pub(crate) enum Request {
     },
     /// Periodic fsync for interval durability.
     Tick,
+    /// [`crate::Store::sync`]: make everything written so far durable, whatever the
+    /// durability mode, and answer once it is.
+    Sync(SyncReply),
+}
+
+/// Where the answer to a [`Request::Sync`] goes.
+pub(crate) type SyncReply = oneshot::Sender<Result<()>>;
+
+/// Answers sync requests of a group that could not be made durable.
+fn fail_syncs(syncs: Vec<SyncReply>, reason: Option<&str>) {
+    for tx in syncs {
+        let _ = tx.send(Err(match reason {
+            Some(r) => StoreError::WriteFailed(r.to_owned()),
+            None => StoreError::Poisoned,
+        }));
+    }
 }
 
 impl Request {
@@ -104,7 +120,7 @@ impl Request {
     fn encoded_bytes(&self) -> usize {
         match self {
             Request::Append { parts, .. } => parts.iter().map(|p| p.encoded.len()).sum(),
-            Request::Tick => 0,
+            Request::Tick | Request::Sync(_) => 0,
         }
     }
 }
@@ -187,6 +203,8 @@ pub(crate) struct CommitJob {
     refused: Vec<Refused>,
     sealed: Vec<(u64, Arc<IdMap>)>,
     tick: bool,
+    /// Sync requests taken into this group: answered once it is durable.
+    syncs: Vec<SyncReply>,
 }
 
 /// Writes the payload of a part's frame: its one batch, events encoded beforehand.
@@ -281,11 +299,13 @@ impl Completer {
         let poisoned = self.inner.poisoned.load(Ordering::Acquire);
         let frames = jobs.iter().any(|j| !j.summaries.is_empty());
         let tick = jobs.iter().any(|j| j.tick);
+        let asked = jobs.iter().any(|j| !j.syncs.is_empty());
         let unsynced = jobs.last().is_some_and(|j| {
             j.commit.next_position() > self.inner.durable_position.load(Ordering::Acquire)
         });
         let mut failure = None;
-        if !poisoned && needs_sync(self.durability, frames, tick, unsynced) {
+        let sync = needs_sync(self.durability, frames, tick, unsynced) || (asked && unsynced);
+        if !poisoned && sync {
             if let Some(last) = jobs.last() {
                 match last.commit.sync() {
                     Ok(()) => {
@@ -303,10 +323,12 @@ impl Completer {
                 tracing::error!(error = %e, "fdatasync failed; the store is now read-only");
             }
             self.inner.poisoned.store(true, Ordering::Release);
+            let reason = failure.as_ref().map(ToString::to_string);
             let mut failure = failure;
             for job in jobs {
                 fail_all(job.pending, failure.take());
                 refuse_all(job.refused);
+                fail_syncs(job.syncs, reason.as_deref());
             }
             return;
         }
@@ -324,6 +346,9 @@ impl Completer {
             }
             self.acknowledge(job.pending);
             refuse_all(job.refused);
+            for tx in job.syncs {
+                let _ = tx.send(Ok(()));
+            }
         }
     }
 
@@ -399,6 +424,7 @@ impl Writer {
             let group_first_position = self.log.next_position();
             let mut sealed_now: Vec<(u64, Arc<IdMap>)> = Vec::new();
             let mut tick = false;
+            let mut syncs: Vec<SyncReply> = Vec::new();
             let mut refused: Vec<Refused> = Vec::new();
             let inner = self.inner.clone();
             self.sealing.retain(|(s, _)| !inner.ids.has_segment(*s));
@@ -445,6 +471,7 @@ impl Writer {
                         }
                     }
                     Request::Tick => tick = true,
+                    Request::Sync(reply) => syncs.push(reply),
                 }
             }
             self.id_hashes = hashes;
@@ -456,7 +483,12 @@ impl Writer {
                 // fdatasync after a failed one, so one that has looked fails anyway).
                 self.inner.poisoned.store(true, Ordering::Release);
             }
-            if pending.is_empty() && summaries.is_empty() && !tick && refused.is_empty() {
+            if pending.is_empty()
+                && summaries.is_empty()
+                && !tick
+                && refused.is_empty()
+                && syncs.is_empty()
+            {
                 continue;
             }
             match self.log.write_pending() {
@@ -471,6 +503,7 @@ impl Writer {
                         refused,
                         sealed: sealed_now,
                         tick,
+                        syncs,
                     };
                     // Alone, complete inline: a hand-off would only add a wake-up to the
                     // latency. With more appends queued, let the syncer fdatasync this group
@@ -483,14 +516,17 @@ impl Writer {
                             self.inflight.fetch_sub(1, Ordering::AcqRel);
                             fail_all(unsent.0.pending, None);
                             refuse_all(unsent.0.refused);
+                            fail_syncs(unsent.0.syncs, None);
                         }
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "log write failed; the store is now read-only");
                     self.inner.poisoned.store(true, Ordering::Release);
+                    let reason = e.to_string();
                     fail_all(pending, Some(e));
                     refuse_all(refused);
+                    fail_syncs(syncs, Some(&reason));
                 }
             }
         }

@@ -201,6 +201,55 @@ fn reading_a_non_store_fails_and_creates_nothing() {
     let o = orchestrix(&["read", p(&missing), "s"]);
     assert!(!o.status.success());
     assert!(!missing.exists());
+
+    // A directory that merely has a `log` folder (as /var does), with a file in it, and one
+    // whose `log` holds a file named like a segment that is not one.
+    let app = tempfile::tempdir().unwrap();
+    std::fs::create_dir(app.path().join("log")).unwrap();
+    std::fs::write(app.path().join("log").join("app.log"), b"x\n").unwrap();
+    let odd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(odd.path().join("log")).unwrap();
+    std::fs::write(
+        odd.path().join("log").join("00000000000000000000.seg"),
+        b"not a segment",
+    )
+    .unwrap();
+    for dir in [app.path(), odd.path()] {
+        let listing = |d: &std::path::Path| {
+            let mut v: Vec<_> = walk(d);
+            v.sort();
+            v
+        };
+        let before = listing(dir);
+        for args in [
+            vec!["read", p(dir), "s"],
+            vec!["read-all", p(dir)],
+            vec!["inspect", p(dir)],
+            vec!["verify", p(dir)],
+        ] {
+            let o = orchestrix(&args);
+            assert!(!o.status.success(), "{args:?}");
+            assert!(
+                stderr(&o).contains("is not an Orchestrix store"),
+                "{args:?}: {}",
+                stderr(&o)
+            );
+            assert_eq!(listing(dir), before, "{args:?} created or removed files");
+        }
+    }
+}
+
+/// Every path under `d`, recursively.
+fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
 }
 
 #[test]
@@ -332,6 +381,32 @@ fn bad_arguments_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
     assert!(!Path::new("/nonexistent-orchestrix").exists());
+}
+
+#[test]
+fn bench_refuses_sizes_it_cannot_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = p(&dir);
+    for (args, says) in [
+        (vec!["--event-size", "18446744073709551615"], "--event-size"),
+        (vec!["--event-size", "100000000000000"], "--event-size"),
+        (vec!["--streams", "18446744073709551615"], "--streams"),
+        (vec!["--events", "10", "--streams", "11"], "--streams"),
+        (
+            vec!["--events", "100000000000", "--pregenerate"],
+            "--pregenerate",
+        ),
+    ] {
+        let mut all = vec!["bench", "--dir", d];
+        all.extend(args.iter().copied());
+        let o = orchestrix(&all);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!dir.exists(), "{args:?} created the store");
+    }
 }
 
 #[test]

@@ -670,12 +670,36 @@ fn draw_progress(done: u64, total: u64, started: Instant) {
     let _ = err.flush();
 }
 
+/// The most event data `--pregenerate` builds in memory before the clock starts.
+const PREGENERATE_BYTES_MAX: u64 = 4 << 30;
+
 fn bench(a: BenchArgs) -> CliResult {
     let streams = a.streams.unwrap_or(a.writers.saturating_mul(16));
     if streams < a.writers {
         return Err(msg(format!(
             "--streams ({streams}) must be at least --writers ({}) so that each writer owns its streams",
             a.writers
+        )));
+    }
+    if streams > a.events.max(a.writers) {
+        return Err(msg(format!(
+            "--streams ({streams}) is more than --events ({}): streams without events are never created",
+            a.events
+        )));
+    }
+    let event_size_max = orchestrix::limits::EVENT_SIZE_MAX_DEFAULT;
+    if a.event_size as u64 > event_size_max {
+        return Err(msg(format!(
+            "--event-size ({}) is more than the store accepts ({event_size_max} bytes)",
+            a.event_size
+        )));
+    }
+    if a.pregenerate && a.events.saturating_mul(a.event_size as u64 + 64) > PREGENERATE_BYTES_MAX {
+        return Err(msg(format!(
+            "--pregenerate would build {} events of {} bytes in memory, more than {} GiB: leave it out to build them as they are appended",
+            a.events,
+            a.event_size,
+            PREGENERATE_BYTES_MAX >> 30
         )));
     }
     let _temp;
