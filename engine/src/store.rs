@@ -837,9 +837,9 @@ impl Store {
     }
 
     /// Opens an existing store; fails with [`StoreError::NotAStore`] and touches nothing if
-    /// `dir` does not hold one: a store has a `log` directory whose first segment file
-    /// starts with the segment magic (a directory that merely has a `log` folder, as many do,
-    /// is not one).
+    /// `dir` does not hold one: a store has a `log` directory and either its lock file or a
+    /// segment file in `log` (a directory that merely has a `log` folder, as many do, is not
+    /// one; a store whose segments are damaged is, and opening it reports the damage).
     pub fn open_existing(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         let dir = dir.as_ref();
         if !holds_a_store(dir) {
@@ -1571,22 +1571,14 @@ pub(crate) enum IndexerMsg {
 
 /// Applies committed frames to the persistent index behind the writer, writes the id files and
 /// stream index files of sealed segments, and checkpoints durably about once per `interval`.
-/// Whether `dir` holds a store (see [`Store::open_existing`]); reads, creates nothing.
+/// Whether `dir` holds a store (see [`Store::open_existing`]); reads, creates nothing. The
+/// lock file is made first when a store is created, so a store that crashed before its first
+/// segment was written still counts.
 fn holds_a_store(dir: &Path) -> bool {
     let log = dir.join(LOG_DIR);
-    if !log.is_dir() {
-        return false;
-    }
-    let Ok(segments) = orchestrix_log::segment::list(&StdFs, &log) else {
-        return false;
-    };
-    let Some(&first) = segments.first() else {
-        return false;
-    };
-    let mut magic = [0u8; 8];
-    File::open(log.join(orchestrix_log::segment::file_name(first)))
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok_and(|()| magic == orchestrix_log::segment::SEGMENT_MAGIC)
+    log.is_dir()
+        && (dir.join(LOCK_FILE).is_file()
+            || orchestrix_log::segment::list(&StdFs, &log).is_ok_and(|s| !s.is_empty()))
 }
 
 /// Creates `dir` and its missing parents, and makes each new directory's entry durable in its

@@ -344,8 +344,11 @@ pub fn open(
                 if len > SEGMENT_HEADER_SIZE as u64
                     && data_end(&file, SEGMENT_HEADER_SIZE as u64, len)?
                         > SEGMENT_HEADER_SIZE as u64
-                    && find_later_frame(&file, SEGMENT_HEADER_SIZE as u64 - 1, len, first)?
-                        .is_some()
+                    && find_later_frame(&file, SEGMENT_HEADER_SIZE as u64, len, |o, h| {
+                        // The segment's frames start after the header, at its first position.
+                        could_follow(o, h.first_position, SEGMENT_HEADER_SIZE as u64, first)
+                    })?
+                    .is_some()
                 {
                     return Err(corrupted(&name, 0, reason));
                 }
@@ -473,7 +476,11 @@ pub fn open(
                         None
                     } else {
                         // To `len`: a later frame's last bytes may be zeros.
-                        find_later_frame(&h.file, at, len, expected)?
+                        // After the damaged frame, which holds at least one event.
+                        find_later_frame(&h.file, at + 1, len, |o, f| {
+                            f.first_position > expected
+                                && could_follow(o, f.first_position, at, expected)
+                        })?
                     };
                     let facts = DefectFacts {
                         in_last_segment: is_last,
@@ -562,27 +569,24 @@ pub fn open(
     Ok((LogReader { shared }, writer, report))
 }
 
-/// Looks for a CRC-valid frame after the damaged one at `after` in `file` (up to `end`) and
-/// returns the largest `durable_position` recorded by such frames. `expected` is the position
-/// the damaged frame starts at.
+/// Looks for CRC-valid frames in `file` from offset `from` (up to `end`) that `fits` (given
+/// a candidate's offset and header) and returns the largest `durable_position` they record.
 ///
-/// A candidate counts only where a frame of this log could stand: after the damaged one in
-/// position (`first_position > expected`) and no further ahead than the bytes between them can
-/// hold (a decoded frame's durable end is never past its own start). Event data is stored byte
-/// for byte, so a torn frame's payload may itself hold a frame (one of another log, say); one
-/// that does not fit there is not taken for proof that the damaged frame was durable.
+/// Event data is stored byte for byte, so damaged bytes may themselves hold a frame (a torn
+/// frame's payload, one of another log kept as data): `fits` says where a frame of this log
+/// could stand (see [`could_follow`]), and a frame that could not is not taken for proof that
+/// what lies before it was durable.
 fn find_later_frame(
     file: &Arc<dyn VFile>,
-    after: u64,
+    from: u64,
     end: u64,
-    expected: u64,
+    fits: impl Fn(u64, &FrameHeader) -> bool,
 ) -> Result<Option<u64>> {
-    let start = after + 1;
-    if start >= end {
+    if from >= end {
         return Ok(None);
     }
-    let mut bytes = vec![0u8; (end - start) as usize];
-    file.read_exact_at(&mut bytes, start)
+    let mut bytes = vec![0u8; (end - from) as usize];
+    file.read_exact_at(&mut bytes, from)
         .map_err(|e| LogError::io("<segment>", e))?;
     let magic = FRAME_MAGIC.to_le_bytes();
     let mut best: Option<u64> = None;
@@ -590,12 +594,7 @@ fn find_later_frame(
     while i + FRAME_HEADER_SIZE <= bytes.len() {
         if bytes[i..i + 4] == magic {
             if let Ok((h, _)) = decode_frame(&bytes[i..]) {
-                // Bytes from the damaged frame's start to this one's.
-                let distance = i as u64 + 1;
-                let fits = h.first_position > expected
-                    // Each event between them takes at least its encoding's fewest bytes.
-                    && h.first_position - expected <= distance / crate::record::EVENT_BYTES_MIN as u64;
-                if fits {
+                if fits(from + i as u64, &h) {
                     best = Some(best.map_or(h.durable_position, |b| b.max(h.durable_position)));
                     i += h.frame_len() as usize;
                     continue;
@@ -607,6 +606,17 @@ fn find_later_frame(
     Ok(best)
 }
 
+/// Whether a frame at byte `offset` whose first event is at `position` could stand in a log
+/// whose events from `first_position` on start at byte `first_offset`: at or after that
+/// position, and by no more events than the bytes between can hold (each takes at least its
+/// encoding's fewest bytes).
+fn could_follow(offset: u64, position: u64, first_offset: u64, first_position: u64) -> bool {
+    position >= first_position
+        && offset >= first_offset
+        && position - first_position
+            <= (offset - first_offset) / crate::record::EVENT_BYTES_MIN as u64
+}
+
 fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHandle>> {
     let name = segment::file_name(first_position);
     let path = shared.dir.join(&name);
@@ -616,17 +626,18 @@ fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHan
         .map_err(|e| LogError::io(&path, e))?;
     file.write_all_at(&segment::encode_header(first_position), 0)
         .map_err(|e| LogError::io(&path, e))?;
-    file.sync_data().map_err(|e| LogError::io(&path, e))?;
-    shared
-        .vfs
-        .sync_dir(&shared.dir)
-        .map_err(|e| LogError::io(&shared.dir, e))?;
-    Ok(Arc::new(SegmentHandle::new(
+    let handle = Arc::new(SegmentHandle::new(
         first_position,
         name,
         file,
         SEGMENT_HEADER_SIZE as u64,
-    )))
+    ));
+    shared.sync_segment(&handle)?;
+    shared
+        .vfs
+        .sync_dir(&shared.dir)
+        .map_err(|e| LogError::io(&shared.dir, e))?;
+    Ok(handle)
 }
 
 /// The end of the data in `file` between `from` and `end`: the offset after its last nonzero

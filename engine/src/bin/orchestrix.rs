@@ -674,16 +674,17 @@ fn draw_progress(done: u64, total: u64, started: Instant) {
 const PREGENERATE_BYTES_MAX: u64 = 4 << 30;
 
 fn bench(a: BenchArgs) -> CliResult {
-    let streams = a.streams.unwrap_or(a.writers.saturating_mul(16));
+    let default_streams = a.writers.saturating_mul(16);
+    let streams = a.streams.unwrap_or(default_streams);
     if streams < a.writers {
         return Err(msg(format!(
             "--streams ({streams}) must be at least --writers ({}) so that each writer owns its streams",
             a.writers
         )));
     }
-    if streams > a.events.max(a.writers) {
+    if streams > a.events.max(default_streams) {
         return Err(msg(format!(
-            "--streams ({streams}) is more than --events ({}): streams without events are never created",
+            "--streams ({streams}) is more than --events ({}) and than 16 per writer: streams without events are never created",
             a.events
         )));
     }
