@@ -1154,6 +1154,7 @@ impl LogReader {
             segment,
             cursor: None,
             offset,
+            next_position: None,
         }
     }
 
@@ -1175,6 +1176,10 @@ pub struct LogScanner {
     segment: u64,
     offset: u64,
     cursor: Option<(Arc<SegmentHandle>, FrameCursor)>,
+    /// The position the next frame must start at, once a frame has been read: a segment
+    /// missing between two others (deleted, say, below the index checkpoint, where open does
+    /// not look) shows as a frame that does not continue the one before.
+    next_position: Option<u64>,
 }
 
 impl LogScanner {
@@ -1242,6 +1247,17 @@ impl LogScanner {
                 header,
                 payload,
             } => {
+                if let Some(expected) = self.next_position.filter(|&p| p != header.first_position) {
+                    return Err(corrupted(
+                        &seg.name,
+                        offset,
+                        format!(
+                            "frame at position {} where {expected} was expected (a segment missing?)",
+                            header.first_position
+                        ),
+                    ));
+                }
+                self.next_position = Some(header.next_position());
                 self.offset = offset + header.frame_len();
                 Ok(Some((
                     FrameLocation {
