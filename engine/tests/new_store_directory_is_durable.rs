@@ -4,58 +4,30 @@
 //! acknowledged append in it). Reopening an existing store syncs none of its ancestors.
 //!
 //! Power loss of directory entries is not simulated here: the calls to the file layer are
-//! recorded instead, as in the log's `new_log_directory_is_durable`.
+//! recorded instead (`RecordingFs`), as in the log's `new_log_directory_is_durable`.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use orchestrix::{EventData, ExpectedVersion, Options, Store};
-use orchestrix_log::fs::{StdFs, VFile, Vfs};
+use orchestrix_log::fs::StdFs;
+use orchestrix_log::testing::{DirCall, RecordingFs};
 
-struct Recording {
-    inner: StdFs,
-    synced_dirs: Mutex<Vec<PathBuf>>,
-}
-
-impl Vfs for Recording {
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.inner.open(path)
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.inner.create_new(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.inner.create(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.synced_dirs.lock().unwrap().push(dir.to_path_buf());
-        self.inner.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-}
-
-fn open(dir: &Path) -> (Store, Arc<Recording>) {
-    let fs = Arc::new(Recording {
-        inner: StdFs,
-        synced_dirs: Mutex::new(Vec::new()),
-    });
+fn open(dir: &Path) -> (Store, Arc<RecordingFs>) {
+    let fs = Arc::new(RecordingFs::new(Arc::new(StdFs)));
     let (store, _) = Store::open_with_vfs(dir, Options::test(), fs.clone()).unwrap();
     (store, fs)
+}
+
+/// The directories synced among `calls`.
+fn synced_dirs(calls: Vec<DirCall>) -> Vec<PathBuf> {
+    calls
+        .into_iter()
+        .filter_map(|c| match c {
+            DirCall::SyncDir(d) => Some(d),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -70,7 +42,7 @@ fn a_new_store_directory_is_synced_in_its_parents() {
             vec![EventData::new("E", b"x".to_vec())],
         )
         .unwrap();
-    let synced = fs.synced_dirs.lock().unwrap().clone();
+    let synced = synced_dirs(fs.take_calls());
     // The parent of each directory created: the root (for a), a (for b), b (for the store).
     for parent in [
         root.path().to_path_buf(),
@@ -87,7 +59,7 @@ fn a_new_store_directory_is_synced_in_its_parents() {
     drop(store);
 
     let (store, fs) = open(&dir);
-    let synced = fs.synced_dirs.lock().unwrap().clone();
+    let synced = synced_dirs(fs.take_calls());
     assert!(
         synced.iter().all(|d| d.starts_with(&dir)),
         "reopening synced a directory outside the store: {synced:?}"

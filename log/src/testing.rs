@@ -319,6 +319,81 @@ impl Vfs for FaultyFs {
 }
 
 // ---------------------------------------------------------------------------------------------
+// RecordingFs
+// ---------------------------------------------------------------------------------------------
+
+/// A directory operation seen by a [`RecordingFs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirCall {
+    /// `create_dir_all(path)`.
+    CreateDirAll(PathBuf),
+    /// `sync_dir(path)`.
+    SyncDir(PathBuf),
+    /// `create_new(path)` (a new file's entry in its directory).
+    CreateNew(PathBuf),
+}
+
+/// A [`Vfs`] that passes everything to `inner` and records the calls that change or sync
+/// directories, in order: for tests of what is made durable where (power loss of directory
+/// entries themselves is not simulated by [`SimFs`]).
+pub struct RecordingFs {
+    inner: Arc<dyn Vfs>,
+    calls: Mutex<Vec<DirCall>>,
+}
+
+impl RecordingFs {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Vfs>) -> Self {
+        RecordingFs {
+            inner,
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The calls recorded since the last `take_calls`.
+    pub fn take_calls(&self) -> Vec<DirCall> {
+        std::mem::take(&mut *lock(&self.calls))
+    }
+
+    fn record(&self, c: DirCall) {
+        lock(&self.calls).push(c);
+    }
+}
+
+impl Vfs for RecordingFs {
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        self.inner.open(path)
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        self.record(DirCall::CreateNew(path.to_path_buf()));
+        self.inner.create_new(path)
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        self.inner.create(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.record(DirCall::SyncDir(dir.to_path_buf()));
+        self.inner.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.record(DirCall::CreateDirAll(dir.to_path_buf()));
+        self.inner.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // SimFs
 // ---------------------------------------------------------------------------------------------
 

@@ -10,76 +10,20 @@
 
 mod common;
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use common::*;
-use orchestrix_log::fs::{VFile, Vfs};
-use orchestrix_log::testing::SimFs;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
-    CreateDirAll(PathBuf),
-    SyncDir(PathBuf),
-    CreateNew(PathBuf),
-}
-
-struct Recording {
-    inner: SimFs,
-    calls: Mutex<Vec<Call>>,
-}
-
-impl Recording {
-    fn record(&self, c: Call) {
-        self.calls.lock().unwrap().push(c);
-    }
-}
-
-impl Vfs for Recording {
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.inner.open(path)
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.record(Call::CreateNew(path.to_path_buf()));
-        self.inner.create_new(path)
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.inner.create(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.record(Call::SyncDir(dir.to_path_buf()));
-        self.inner.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.record(Call::CreateDirAll(dir.to_path_buf()));
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-}
+use orchestrix_log::testing::{DirCall as Call, RecordingFs, SimFs};
 
 #[test]
 fn a_new_log_directory_is_synced_in_its_parent() {
-    let fs = Arc::new(Recording {
-        inner: SimFs::new(),
-        calls: Mutex::new(Vec::new()),
-    });
+    let fs = Arc::new(RecordingFs::new(Arc::new(SimFs::new())));
     let dir = Path::new("/db/log");
     let mut opened = open_collect(fs.clone(), dir).unwrap();
     append_commit(&mut opened.writer, &attempt(0, 1, 10)).unwrap();
     drop(opened);
-    let calls = std::mem::take(&mut *fs.calls.lock().unwrap());
+    let calls = fs.take_calls();
     assert_eq!(
         calls[..3],
         [
@@ -90,6 +34,6 @@ fn a_new_log_directory_is_synced_in_its_parent() {
     );
 
     open_collect(fs.clone(), dir).unwrap();
-    let calls = fs.calls.lock().unwrap().clone();
+    let calls = fs.take_calls();
     assert!(!calls.contains(&Call::SyncDir("/db".into())), "{calls:?}");
 }
