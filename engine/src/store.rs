@@ -917,6 +917,9 @@ impl Store {
                 Err(e) => return Err(e.into()),
             };
             let checkpoint = index.checkpoint()?;
+            // How far the index had applied frames before this open: read now, because the
+            // replay below commits its own progress in batches and would overwrite it.
+            let indexed_before = index.indexed_position()?.unwrap_or(0);
             let mut heads = StreamHeads::from_checkpoint(index.stream_heads()?);
             let mut batch: Vec<FrameSummary> = Vec::new();
             let mut apply_error: Option<StoreError> = None;
@@ -975,8 +978,7 @@ impl Store {
                 Ok((reader, w, report)) => {
                     // An index that saw frames the log no longer has (lost in a power loss
                     // under relaxed durability, then truncated) must not be trusted.
-                    if index.indexed_position()?.unwrap_or(0) > report.next_position && attempt == 1
-                    {
+                    if indexed_before > report.next_position && attempt == 1 {
                         tracing::warn!("index is ahead of the recovered log; rebuilding it");
                         drop(index);
                         remove_index(&index_path)?;
