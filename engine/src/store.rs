@@ -1624,6 +1624,10 @@ fn run_indexer(
     let mut pending_cp: Option<Checkpoint> = None;
     // Stream number -> (stream id, head): the id is copied once per stream, not per row.
     let mut dirty_heads: HashMap<u64, (String, StreamHead)> = HashMap::new();
+    // A checkpoint that was due while the log was not yet durable up to it, with the heads
+    // as of it: made durable once the log catches up (under `Interval` durability with
+    // steady appends, the newest frame applied is almost never durable at a due moment).
+    let mut lagging: Option<(Checkpoint, Vec<(String, StreamHead)>)> = None;
     let mut failed = false;
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         // The index is derived: reads keep working from the recent index and the log, and
@@ -1725,10 +1729,27 @@ fn run_indexer(
         // A checkpoint may become durable only once the log below it is durable. Under
         // relaxed durability the rows are still committed durably each interval (without the
         // checkpoint), because redb reuses pages only after a durable commit.
+        let durable = inner.durable_position.load(Ordering::Acquire);
+        if let Some((cp, heads)) = lagging.take_if(|(cp, _)| durable >= cp.next_position) {
+            if !failed {
+                match inner.index.checkpoint_durably(cp, &heads) {
+                    Ok(()) => last_durable = Instant::now(),
+                    Err(e) => {
+                        failed = true;
+                        fail("index checkpoint", &e);
+                    }
+                }
+            }
+        }
         if let Some(cp) = pending_cp {
-            let log_durable = inner.durable_position.load(Ordering::Acquire) >= cp.next_position;
+            let log_durable = durable >= cp.next_position;
             let due = last_durable.elapsed() >= interval || !open;
             if due && !log_durable && !failed {
+                if lagging.is_none() {
+                    // The heads as of `cp`: those changed since the last checkpoint (the
+                    // ones changed after it collect anew for the next).
+                    lagging = Some((cp, dirty_heads.drain().map(|(_, h)| h).collect()));
+                }
                 match inner.index.flush() {
                     Ok(()) => last_durable = Instant::now(),
                     Err(e) => {
@@ -1738,8 +1759,10 @@ fn run_indexer(
                 }
             }
             if log_durable && due {
-                let heads: Vec<(String, StreamHead)> =
-                    dirty_heads.drain().map(|(_, h)| h).collect();
+                // A lagging checkpoint not recorded yet is older than this one: its heads go
+                // first, overwritten by newer ones of the same streams.
+                let mut heads = lagging.take().map(|(_, h)| h).unwrap_or_default();
+                heads.extend(dirty_heads.drain().map(|(_, h)| h));
                 match inner.index.checkpoint_durably(cp, &heads) {
                     Ok(()) => {
                         pending_cp = None;
