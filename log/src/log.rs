@@ -710,11 +710,6 @@ impl LogWriter {
         self.poisoned
     }
 
-    /// Bytes appended but not yet written.
-    pub fn buffered_bytes(&self) -> usize {
-        self.buf.len()
-    }
-
     fn latch<T>(&mut self, r: Result<T>) -> Result<T> {
         if r.is_err() {
             self.poisoned = true;
