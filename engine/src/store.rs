@@ -841,13 +841,22 @@ impl Store {
     /// segment file in `log` (a directory that merely has a `log` folder, as many do, is not
     /// one; a store whose segments are damaged is, and opening it reports the damage).
     pub fn open_existing(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Self::open_existing_reported(dir, options).map(|(s, _)| s)
+    }
+
+    /// [`Store::open_existing`], also returning what open found and repaired (a torn tail
+    /// cut, the index rebuilt).
+    pub fn open_existing_reported(
+        dir: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<(Store, OpenReport)> {
         let dir = dir.as_ref();
         if !holds_a_store(dir) {
             return Err(StoreError::NotAStore {
                 path: dir.to_path_buf(),
             });
         }
-        Self::open_with(dir, options)
+        Self::open_with_vfs(dir, options, Arc::new(StdFs))
     }
 
     /// Opens or creates a store in `dir`.

@@ -284,6 +284,54 @@ fn verify_good_then_flipped_byte() {
 }
 
 #[test]
+fn verify_says_what_open_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = p(&dir);
+    let o = orchestrix(&[
+        "bench",
+        "--dir",
+        d,
+        "--events",
+        "400",
+        "--segment-size",
+        "4096",
+        "--sync",
+        "never",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A write torn by a crash after the last frame of the newest segment.
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    let last = segs.last().unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes.truncate(end);
+    bytes.extend_from_slice(b"OXFR\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11");
+    std::fs::write(last, &bytes).unwrap();
+
+    let o = orchestrix(&["verify", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let name = last.file_name().unwrap().to_str().unwrap();
+    assert!(
+        out.contains(&format!(
+            "open cut a torn tail: {name} at byte offset {end}"
+        )),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("ok: 400 events verified"), "{out}");
+    // Nothing left to repair the second time.
+    let o = orchestrix(&["verify", d]);
+    assert_eq!(stdout(&o).trim(), "ok: 400 events verified");
+}
+
+#[test]
 fn bench_json_reports_all_events() {
     let o = orchestrix(&["bench", "--events", "2000", "--sync", "never", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -539,10 +539,20 @@ fn human_bytes(b: u64) -> String {
 }
 
 fn verify(a: VerifyArgs) -> CliResult {
-    let store = open_existing(&a.dir)?;
+    let (store, report) = Store::open_existing_reported(&a.dir, Options::default())?;
     let n = store.verify()?;
     store.close()?;
     let mut out = std::io::stdout().lock();
+    // What opening the store repaired before the check (a crash's leftovers, not corruption).
+    if let Some((segment, offset, dropped)) = &report.log.truncated {
+        writeln!(
+            out,
+            "open cut a torn tail: {segment} at byte offset {offset} ({dropped} bytes of an unacknowledged write)"
+        )?;
+    }
+    if report.index_rebuilt {
+        writeln!(out, "open rebuilt the index from the log")?;
+    }
     writeln!(out, "ok: {n} events verified")?;
     out.flush()?;
     Ok(())
