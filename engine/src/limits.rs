@@ -100,19 +100,9 @@ mod tests {
     use super::*;
 
     fn event_with_metadata(pairs: Vec<(String, String)>) -> EventRecord {
-        EventRecord {
-            id: [1; 16],
-            event_type: "E".into(),
-            source: "s".into(),
-            subject: None,
-            time_unix_nanos: 0,
-            data_content_type: None,
-            data_schema: None,
-            correlation_id: None,
-            causation_id: None,
-            metadata: pairs,
-            data: Vec::new(),
-        }
+        let mut e = crate::EventData::new("E", Vec::new());
+        e.metadata = pairs;
+        e.into_record()
     }
 
     #[test]

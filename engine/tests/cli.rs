@@ -239,36 +239,47 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
-fn verify_good_then_flipped_byte() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let d = p(&dir);
-    let o = orchestrix(&[
+/// A store of 400 events in 4 KiB segments made by `bench` in `d` (with `extra` arguments).
+fn small_store(d: &str, extra: &[&str]) {
+    let mut args = vec![
         "bench",
         "--dir",
         d,
         "--events",
         "400",
-        "--writers",
-        "2",
         "--segment-size",
         "4096",
         "--sync",
         "never",
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = orchestrix(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = orchestrix(&["verify", d]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o).trim(), "ok: 400 events verified");
+}
 
+/// The segment files of the store in `dir`, oldest first.
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut segs: Vec<_> = std::fs::read_dir(dir.join("log"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     segs.sort();
+    segs
+}
+
+#[test]
+fn verify_good_then_flipped_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = p(&dir);
+    small_store(d, &["--writers", "2"]);
+    let o = orchestrix(&["verify", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "ok: 400 events verified");
+
+    let segs = segment_files(&dir);
     assert!(segs.len() >= 3, "{segs:?}");
     let victim = &segs[1];
     let mut bytes = std::fs::read(victim).unwrap();
@@ -288,26 +299,9 @@ fn verify_says_what_open_repaired() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let d = p(&dir);
-    let o = orchestrix(&[
-        "bench",
-        "--dir",
-        d,
-        "--events",
-        "400",
-        "--segment-size",
-        "4096",
-        "--sync",
-        "never",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    small_store(d, &[]);
     // A write torn by a crash after the last frame of the newest segment.
-    let mut segs: Vec<_> = std::fs::read_dir(dir.join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segs.sort();
+    let segs = segment_files(&dir);
     let last = segs.last().unwrap();
     let mut bytes = std::fs::read(last).unwrap();
     let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
