@@ -19,6 +19,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod async_api;
+mod block;
 pub mod error;
 pub mod event;
 mod heads;

@@ -783,6 +783,10 @@ fn scan_segment(
 
 /// An embedded event store in one directory.
 ///
+/// Its methods block the calling thread until the store answers. They may be called from
+/// any thread, one that drives a tokio runtime included (it is then blocked for the call, as
+/// by any synchronous I/O); async code should use [`crate::AsyncStore`], which never blocks.
+///
 /// ```
 /// use orchestrix::{EventData, ExpectedVersion, Direction, Store};
 /// let dir = tempfile::tempdir().unwrap();
@@ -1203,16 +1207,18 @@ impl Store {
         parts: Vec<(String, ExpectedVersion, Vec<EventData>)>,
     ) -> Result<AppendResult> {
         let (parts, rx) = self.prepare_append(parts)?;
-        self.sender()?
-            .blocking_send(Request::Append {
-                parts,
-                reply: Reply {
-                    tx: rx.0,
-                    waiter: Waiter::Thread,
-                },
-            })
-            .map_err(|_| StoreError::Closed)?;
-        rx.1.blocking_recv().map_err(|_| StoreError::Closed)?.result
+        let request = Request::Append {
+            parts,
+            reply: Reply {
+                tx: rx.0,
+                waiter: Waiter::Thread,
+            },
+        };
+        let sender = self.sender()?;
+        crate::block::wait(sender.send(request)).map_err(|_| StoreError::Closed)?;
+        crate::block::wait(rx.1)
+            .map_err(|_| StoreError::Closed)?
+            .result
     }
 
     #[allow(clippy::type_complexity)]
@@ -1327,10 +1333,9 @@ impl Store {
             return Err(StoreError::Poisoned);
         }
         let (tx, rx) = oneshot::channel();
-        self.sender()?
-            .blocking_send(Request::Sync(tx))
-            .map_err(|_| StoreError::Closed)?;
-        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+        let sender = self.sender()?;
+        crate::block::wait(sender.send(Request::Sync(tx))).map_err(|_| StoreError::Closed)?;
+        crate::block::wait(rx).map_err(|_| StoreError::Closed)?
     }
 
     /// Saves the snapshot of a stream (atomically, compressed, checksummed). Its version must
