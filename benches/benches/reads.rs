@@ -19,6 +19,8 @@ use orchestrix_benches::payload;
 const STREAMS: usize = 10_000;
 const EVENTS_PER_STREAM: usize = 100;
 const SAMPLES: usize = 20_000;
+/// Events read by each direction of the paged `read_all`.
+const PAGED_EVENTS: usize = 200_000;
 /// Streams per append with `ORCHESTRIX_READS_MULTI`.
 const MULTI_STREAMS: usize = 1_000;
 
@@ -130,7 +132,43 @@ fn main() {
             n as f64 / secs
         );
     }
+    read_all_pages(&store);
     println!("{}", memory_line());
+}
+
+/// `read_all` in pages of 1,000 events, forwards from the start and backwards from the end
+/// (a console listing the newest events first pages this way), over the first / last
+/// [`PAGED_EVENTS`] events.
+fn read_all_pages(store: &Store) {
+    const PAGE: usize = 1000;
+    for direction in [Direction::Forwards, Direction::Backwards] {
+        let t = Instant::now();
+        let mut n = 0usize;
+        let mut from = match direction {
+            Direction::Forwards => 0,
+            Direction::Backwards => u64::MAX,
+        };
+        while n < PAGED_EVENTS {
+            let page = store
+                .read_all(from, direction, PAGE, &ReadFilter::all())
+                .expect("read_all");
+            let Some(last) = page.last() else {
+                break;
+            };
+            n += page.len();
+            from = match direction {
+                Direction::Forwards => last.position + 1,
+                Direction::Backwards if last.position == 0 => break,
+                Direction::Backwards => last.position - 1,
+            };
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "read_all {direction:?} in pages of {PAGE}: {n} events in {:.3} s = {:.0} events/s",
+            secs,
+            n as f64 / secs
+        );
+    }
 }
 
 /// What the bytes of one stream read cost alone: ten ranges the size of the average frame

@@ -191,6 +191,39 @@ impl Inner {
         Ok(None)
     }
 
+    /// The frames from the indexed frame at or before `position` through the one that holds
+    /// it, in log order: (location, first position, event count, payload), read in one
+    /// forward scan. A backward read walks them in reverse, instead of scanning from that
+    /// indexed frame again for each frame (the index is sparse: one frame per
+    /// [`orchestrix_index::FRAME_INDEX_INTERVAL_BYTES`]). Empty when no frame holds `position`.
+    fn frames_through(&self, position: u64) -> Result<Vec<(FrameLocation, u64, u32, Bytes)>> {
+        if position >= self.committed_position() {
+            return Ok(Vec::new());
+        }
+        if let Some(f) = lock(&self.recent).frame_at(position) {
+            let (first, count, payload) = self.read_frame(f.location)?;
+            return Ok(vec![(f.location, first, count, payload)]);
+        }
+        let Some(floor) = self.index.frame_floor(position)? else {
+            return Ok(Vec::new());
+        };
+        let mut scanner = self
+            .reader
+            .scan_from(floor.location.segment, floor.location.offset);
+        let mut frames = Vec::new();
+        while let Some((loc, h, payload)) = scanner.next_frame()? {
+            if h.first_position > position {
+                break;
+            }
+            let holds = position < h.next_position();
+            frames.push((loc, h.first_position, h.event_count, payload));
+            if holds {
+                return Ok(frames);
+            }
+        }
+        Ok(Vec::new())
+    }
+
     /// Reads the frame at `loc`: its first position, event count and payload.
     fn read_frame(&self, loc: FrameLocation) -> Result<(u64, u32, Bytes)> {
         let (h, payload) = self.reader.read_frame(loc)?;
@@ -471,43 +504,50 @@ impl Inner {
                 }
                 let mut pos = from_position.min(end - 1);
                 let mut p = FrameSpans::default();
-                while let Some(f) = self.frame_at(pos)? {
-                    let (first, count, payload) = self.read_frame(f.location)?;
-                    decode_spans(&mut p, &payload, count, f.location)?;
-                    let mut evs = Vec::new();
-                    let frame = Frame::new(payload);
-                    let payload = frame.bytes();
-                    let mut at = first;
-                    for b in &p.batches {
-                        let pass_stream =
-                            filter.passes_stream(b.stream.slice(payload).unwrap_or_default());
-                        for (i, e) in p.events_of(b).iter().enumerate() {
-                            if at <= pos
-                                && pass_stream
-                                && filter
-                                    .passes_type(e.event_type.slice(payload).unwrap_or_default())
-                            {
-                                evs.push(RecordedEvent::from_spans(
-                                    e,
-                                    frame.clone(),
-                                    b.stream,
-                                    b.first_version + i as u64,
-                                    at,
-                                ));
+                let mut evs = Vec::new();
+                loop {
+                    let frames = self.frames_through(pos)?;
+                    let Some(&(_, lowest, _, _)) = frames.first() else {
+                        break;
+                    };
+                    for (location, first, count, payload) in frames.into_iter().rev() {
+                        decode_spans(&mut p, &payload, count, location)?;
+                        evs.clear();
+                        let frame = Frame::new(payload);
+                        let payload = frame.bytes();
+                        let mut at = first;
+                        for b in &p.batches {
+                            let pass_stream =
+                                filter.passes_stream(b.stream.slice(payload).unwrap_or_default());
+                            for (i, e) in p.events_of(b).iter().enumerate() {
+                                if at <= pos
+                                    && pass_stream
+                                    && filter.passes_type(
+                                        e.event_type.slice(payload).unwrap_or_default(),
+                                    )
+                                {
+                                    evs.push(RecordedEvent::from_spans(
+                                        e,
+                                        frame.clone(),
+                                        b.stream,
+                                        b.first_version + i as u64,
+                                        at,
+                                    ));
+                                }
+                                at += 1;
                             }
-                            at += 1;
+                        }
+                        for e in evs.drain(..).rev() {
+                            out.push(e);
+                            if out.len() >= max_count {
+                                return Ok(out);
+                            }
                         }
                     }
-                    for e in evs.into_iter().rev() {
-                        out.push(e);
-                        if out.len() >= max_count {
-                            return Ok(out);
-                        }
-                    }
-                    if first == 0 {
+                    if lowest == 0 {
                         break;
                     }
-                    pos = first - 1;
+                    pos = lowest - 1;
                 }
             }
         }
