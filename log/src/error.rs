@@ -37,6 +37,9 @@ pub enum LogError {
     /// An earlier write or fsync failed; the log refuses writes until it is reopened.
     #[error("the log is read-only after an earlier write or fsync failure; reopen to recover")]
     Poisoned,
+    /// A configuration value is outside its range.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(String),
     /// A checkpoint does not fit the log (the derived state must be rebuilt).
     #[error("checkpoint does not match the log: {0}")]
     CheckpointMismatch(String),

@@ -246,6 +246,24 @@ fn corrupted(segment: &str, offset: u64, reason: impl Into<String>) -> LogError 
     }
 }
 
+/// The log has lost bytes below `cp`. A checkpoint is recorded only once the log is durable
+/// up to it, so these bytes held durable, acknowledged events: that is damage to report, not
+/// a torn tail to cut (cutting would drop them silently).
+fn missing_below_checkpoint(segment: &str, offset: u64, cp: &Checkpoint, what: &str) -> LogError {
+    corrupted(
+        segment,
+        offset,
+        format!(
+            "{what}, but the index checkpoint records durable events up to position {} at \
+             byte {} of segment {} (a log restored from an older copy needs its index \
+             deleted too)",
+            cp.next_position,
+            cp.offset,
+            segment::file_name(cp.segment)
+        ),
+    )
+}
+
 /// Called by [`open`] for every frame replayed after the checkpoint.
 pub type FrameVisitor<'a> = dyn FnMut(FrameLocation, &FrameHeader, &[u8]) -> Result<()> + 'a;
 
@@ -262,10 +280,10 @@ pub fn open(
     on_frame: &mut FrameVisitor<'_>,
 ) -> Result<(LogReader, LogWriter, RecoveryReport)> {
     if config.segment_size_bytes_max < SEGMENT_SIZE_MIN {
-        return Err(LogError::TooLarge {
-            size: SEGMENT_SIZE_MIN,
-            max: config.segment_size_bytes_max,
-        });
+        return Err(LogError::InvalidConfig(format!(
+            "segment size {} is below the minimum of {SEGMENT_SIZE_MIN} bytes",
+            config.segment_size_bytes_max
+        )));
     }
     let created = !vfs.exists(dir);
     vfs.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
@@ -292,8 +310,11 @@ pub fn open(
     if firsts.is_empty() {
         if let Some(cp) = checkpoint {
             if cp.next_position != 0 {
-                return Err(LogError::CheckpointMismatch(
-                    "the checkpoint refers to a log that has no segments".into(),
+                return Err(missing_below_checkpoint(
+                    &segment::file_name(cp.segment),
+                    0,
+                    &cp,
+                    "the log has no segment files",
                 ));
             }
         }
@@ -362,18 +383,28 @@ pub fn open(
     let (start_index, mut offset, mut expected) = match checkpoint {
         Some(cp) => {
             let Some(i) = firsts.iter().position(|&f| f == cp.segment) else {
-                return Err(LogError::CheckpointMismatch(format!(
-                    "checkpoint segment {} does not exist",
-                    segment::file_name(cp.segment)
-                )));
+                return Err(missing_below_checkpoint(
+                    &segment::file_name(cp.segment),
+                    0,
+                    &cp,
+                    "the segment file is missing",
+                ));
             };
-            if cp.offset < SEGMENT_HEADER_SIZE as u64
-                || cp.offset > handles[i].end.load(Ordering::Relaxed)
-            {
+            if cp.offset < SEGMENT_HEADER_SIZE as u64 {
+                // Not a place a checkpoint can name: the index is damaged, not the log.
                 return Err(LogError::CheckpointMismatch(format!(
-                    "checkpoint offset {} is outside segment {}",
+                    "checkpoint offset {} is inside the header of segment {}",
                     cp.offset, handles[i].name
                 )));
+            }
+            let end = handles[i].end.load(Ordering::Relaxed);
+            if cp.offset > end {
+                return Err(missing_below_checkpoint(
+                    &handles[i].name,
+                    end,
+                    &cp,
+                    "the segment file ends there",
+                ));
             }
             (i, cp.offset, cp.next_position)
         }
