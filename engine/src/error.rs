@@ -37,7 +37,7 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// An input is larger than its limit.
-    #[error("{what} of {size} bytes exceeds the maximum of {max}")]
+    #[error("{what} of {size} {unit} exceeds the maximum of {max} {unit}")]
     TooLarge {
         /// What was too large.
         what: &'static str,
@@ -45,6 +45,8 @@ pub enum StoreError {
         size: u64,
         /// The limit.
         max: u64,
+        /// What `size` and `max` count: "bytes", or "events" for an append's event count.
+        unit: &'static str,
     },
     /// Some other input is not acceptable.
     #[error("invalid input: {0}")]

@@ -35,6 +35,7 @@ pub fn check_stream_id(stream: &str) -> Result<()> {
     if stream.len() > STREAM_ID_LEN_MAX {
         return Err(StoreError::TooLarge {
             what: "stream id",
+            unit: "bytes",
             size: stream.len() as u64,
             max: STREAM_ID_LEN_MAX as u64,
         });
@@ -43,6 +44,14 @@ pub fn check_stream_id(stream: &str) -> Result<()> {
         return Err(StoreError::InvalidStreamId {
             reason: "stream id contains a NUL or another control character",
         });
+    }
+    Ok(())
+}
+
+/// Checks an event type: non-empty.
+pub fn check_event_type(event_type: &str) -> Result<()> {
+    if event_type.is_empty() {
+        return Err(StoreError::InvalidInput("event type is empty".into()));
     }
     Ok(())
 }
@@ -73,13 +82,12 @@ fn metadata_size(e: &EventRecord) -> u64 {
 
 /// Checks one event against the limits; returns its size.
 pub fn check_event(e: &EventRecord, event_size_max: u64) -> Result<u64> {
-    if e.event_type.is_empty() {
-        return Err(StoreError::InvalidInput("event type is empty".into()));
-    }
+    check_event_type(&e.event_type)?;
     let m = metadata_size(e);
     if m > METADATA_SIZE_MAX {
         return Err(StoreError::TooLarge {
             what: "event metadata",
+            unit: "bytes",
             size: m,
             max: METADATA_SIZE_MAX,
         });
@@ -88,6 +96,7 @@ pub fn check_event(e: &EventRecord, event_size_max: u64) -> Result<u64> {
     if size > event_size_max {
         return Err(StoreError::TooLarge {
             what: "event",
+            unit: "bytes",
             size,
             max: event_size_max,
         });
@@ -115,6 +124,7 @@ mod tests {
             check_event(&past, EVENT_SIZE_MAX_DEFAULT),
             Err(StoreError::TooLarge {
                 what: "event metadata",
+                unit: "bytes",
                 ..
             })
         ));

@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
+use crate::error::{Result, StoreError};
 use crate::limits::EVENT_SIZE_MAX_DEFAULT;
+use orchestrix_log::segment::SEGMENT_SIZE_MIN;
+
+/// The most appends [`Options::queue_depth`] lets wait for the writer.
+pub const QUEUE_DEPTH_MAX: usize = 1 << 20;
 
 /// When appends are made durable, and so what survives a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,36 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Checks every option against its range; [`crate::Store::open_with`] calls it before
+    /// it touches the directory.
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: String| Err(StoreError::InvalidInput(what));
+        if self.segment_size_bytes_max < SEGMENT_SIZE_MIN {
+            return bad(format!(
+                "segment_size_bytes_max {} is below the minimum of {SEGMENT_SIZE_MIN} bytes",
+                self.segment_size_bytes_max
+            ));
+        }
+        if self.event_size_max == 0 {
+            return bad("event_size_max must be positive".into());
+        }
+        if self.queue_depth == 0 || self.queue_depth > QUEUE_DEPTH_MAX {
+            return bad(format!(
+                "queue_depth {} is outside 1 to {QUEUE_DEPTH_MAX}",
+                self.queue_depth
+            ));
+        }
+        if self.durability == Durability::Interval(Duration::ZERO) {
+            return bad(
+                "a sync interval of zero would sync without pause; use Durability::Always".into(),
+            );
+        }
+        if self.index_checkpoint_interval.is_zero() {
+            return bad("index_checkpoint_interval must be positive".into());
+        }
+        Ok(())
+    }
+
     /// Small segments (4 KiB) so that rolling happens in every test.
     pub fn test() -> Self {
         Options {

@@ -915,11 +915,7 @@ impl Store {
         vfs: Arc<dyn Vfs>,
     ) -> Result<(Store, OpenReport)> {
         let dir = dir.as_ref().to_path_buf();
-        if options.event_size_max == 0 || options.queue_depth == 0 {
-            return Err(StoreError::InvalidInput(
-                "event_size_max and queue_depth must be positive".into(),
-            ));
-        }
+        options.check()?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, source }
@@ -1565,7 +1561,8 @@ pub(crate) fn validate_and_convert(
         total_events += events.len();
         if total_events > BATCH_EVENT_COUNT_MAX {
             return Err(StoreError::TooLarge {
-                what: "batch (events)",
+                what: "batch",
+                unit: "events",
                 size: total_events as u64,
                 max: BATCH_EVENT_COUNT_MAX as u64,
             });
@@ -1582,6 +1579,7 @@ pub(crate) fn validate_and_convert(
         if total_bytes > BATCH_SIZE_MAX {
             return Err(StoreError::TooLarge {
                 what: "batch",
+                unit: "bytes",
                 size: total_bytes,
                 max: BATCH_SIZE_MAX,
             });

@@ -175,6 +175,42 @@ fn wrong_expected_version_fails_clearly() {
 }
 
 #[test]
+fn a_refused_append_creates_no_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = tmp.path().join("fresh");
+    for (stream, ty, data, says) in [
+        ("", "T", "{}", "stream id is empty"),
+        ("s", "", "{}", "event type is empty"),
+        ("s\u{7}", "T", "{}", "control character"),
+        ("s", "T", "{not json", "data"),
+    ] {
+        let o = orchestrix(&["append", p(&fresh), stream, "--type", ty, "--data", data]);
+        assert!(!o.status.success(), "{stream:?} {ty:?} {data:?}");
+        assert!(stderr(&o).contains(says), "{says}: {}", stderr(&o));
+        assert!(
+            !fresh.exists(),
+            "{stream:?} {ty:?} {data:?} created the store"
+        );
+    }
+    let o = orchestrix(&[
+        "bench",
+        "--dir",
+        p(&fresh),
+        "--events",
+        "10",
+        "--segment-size",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("segment_size_bytes_max 0 is below the minimum of 4096 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!fresh.exists(), "a refused bench created the store");
+}
+
+#[test]
 fn reading_a_non_store_fails_and_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let d = p(tmp.path());

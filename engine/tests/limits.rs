@@ -186,12 +186,19 @@ fn bad_batches() {
     let too_many: Vec<EventData> = (0..=BATCH_EVENT_COUNT_MAX).map(|_| ev(0)).collect();
     let before = store.committed_position();
     match store.append("a", ExpectedVersion::Any, too_many) {
-        Err(StoreError::TooLarge { size, max, .. }) => {
+        Err(e @ StoreError::TooLarge { size, max, .. }) => {
             assert_eq!(
                 (size, max),
                 (
                     BATCH_EVENT_COUNT_MAX as u64 + 1,
                     BATCH_EVENT_COUNT_MAX as u64
+                )
+            );
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "batch of {} events exceeds the maximum of {BATCH_EVENT_COUNT_MAX} events",
+                    BATCH_EVENT_COUNT_MAX + 1
                 )
             );
         }
@@ -300,4 +307,86 @@ fn bad_batches() {
     let read = store.read_stream("c", 0, Direction::Forwards, 10).unwrap();
     let ids: Vec<_> = read.iter().map(|e| e.id).collect();
     assert_eq!(ids, vec![newer_id, older_id]);
+}
+
+/// Options out of their ranges are refused with a message naming the option, before anything
+/// is created: the directory does not exist afterwards (and nothing panics: a queue depth
+/// past tokio's channel limit used to).
+#[test]
+fn bad_options_are_refused_before_the_directory_is_made() {
+    use orchestrix::Durability;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let cases: Vec<(Options, &str)> = vec![
+        (
+            Options {
+                segment_size_bytes_max: 0,
+                ..Options::default()
+            },
+            "segment_size_bytes_max 0 is below the minimum of 4096 bytes",
+        ),
+        (
+            Options {
+                segment_size_bytes_max: 4095,
+                ..Options::default()
+            },
+            "segment_size_bytes_max 4095",
+        ),
+        (
+            Options {
+                queue_depth: 0,
+                ..Options::default()
+            },
+            "queue_depth 0 is outside",
+        ),
+        (
+            Options {
+                queue_depth: usize::MAX,
+                ..Options::default()
+            },
+            "queue_depth",
+        ),
+        (
+            Options {
+                event_size_max: 0,
+                ..Options::default()
+            },
+            "event_size_max",
+        ),
+        (
+            Options {
+                durability: Durability::Interval(Duration::ZERO),
+                ..Options::default()
+            },
+            "sync interval of zero",
+        ),
+        (
+            Options {
+                index_checkpoint_interval: Duration::ZERO,
+                ..Options::default()
+            },
+            "index_checkpoint_interval",
+        ),
+    ];
+    for (options, says) in cases {
+        match Store::open_with(&dir, options.clone()) {
+            Err(StoreError::InvalidInput(m)) => assert!(m.contains(says), "{says}: {m}"),
+            Err(e) => panic!("{options:?}: {e}"),
+            Ok(_) => panic!("{options:?} accepted"),
+        }
+        assert!(!dir.exists(), "{options:?}: the directory was made");
+    }
+    // The limits themselves are accepted.
+    let ok = Options {
+        segment_size_bytes_max: 4096,
+        queue_depth: orchestrix::options::QUEUE_DEPTH_MAX,
+        durability: Durability::Interval(Duration::from_millis(1)),
+        index_checkpoint_interval: Duration::from_millis(1),
+        ..Options::default()
+    };
+    let store = Store::open_with(&dir, ok).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, vec![ev(1)])
+        .unwrap();
 }

@@ -270,8 +270,11 @@ fn open_existing(dir: &Path) -> CliResult<Store> {
 // append / read / read-all
 
 fn append(a: AppendArgs) -> CliResult {
-    let store = Store::open_with(&a.dir, Options::default())?;
+    // Checked before the store is opened, which creates it: bad input leaves no store behind.
+    orchestrix::limits::check_stream_id(&a.stream)?;
+    orchestrix::limits::check_event_type(&a.event_type)?;
     let data = serde_json::to_vec(&a.data).map_err(|e| msg(format!("encoding data: {e}")))?;
+    let store = Store::open_with(&a.dir, Options::default())?;
     let r = store.append(
         &a.stream,
         a.expected,
