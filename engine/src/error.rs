@@ -51,8 +51,9 @@ pub enum StoreError {
     /// Some other input is not acceptable.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// Another process (or another `Store` in this one) has the directory open.
-    #[error("the store at {path} is locked by another process")]
+    /// Another process has the directory open, or this one does: another `Store`, or a
+    /// subscription of a store dropped here (it holds the store's files until it is dropped).
+    #[error("the store at {path} is locked: open in another process, or still held in this one (by another Store, or a subscription of a closed one)")]
     Locked {
         /// The directory.
         path: PathBuf,

@@ -69,8 +69,15 @@ pub(crate) struct Inner {
     pub durable_position: AtomicU64,
     /// Committed position, for blocking subscribers.
     pub committed: (Mutex<u64>, Condvar),
-    /// Set when the store closes, to wake and end subscriptions.
+    /// Set when the store has closed (after its last appends are published), to wake and
+    /// end subscriptions.
     pub closed: AtomicBool,
+    /// Set by `close` to stop the sync timer at once (it holds a sender of the writer's
+    /// queue, which the writer waits for to end); its wait is on the condition variable.
+    pub timer_stop: (Mutex<bool>, Condvar),
+    /// The store directory's lock, held for as long as anything of this store lives (a
+    /// subscription too: it keeps the index and the segment maps open).
+    _lock: File,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -843,7 +850,6 @@ pub struct Store {
     threads: Mutex<Vec<JoinHandle<()>>>,
     snapshots: SnapshotStore,
     options: Options,
-    _lock: File,
 }
 
 /// Facts about a store, for `inspect`.
@@ -1112,6 +1118,8 @@ impl Store {
             durable_position: AtomicU64::new(committed),
             committed: (Mutex::new(committed), Condvar::new()),
             closed: AtomicBool::new(false),
+            timer_stop: (Mutex::new(false), Condvar::new()),
+            _lock: lock_file,
         });
         let snapshots = SnapshotStore::open(vfs.clone(), dir.join(SNAPSHOT_DIR))?;
 
@@ -1190,10 +1198,11 @@ impl Store {
                 std::thread::Builder::new()
                     .name("orchestrix-sync-timer".into())
                     .spawn(move || loop {
-                        std::thread::sleep(d);
-                        if timer_inner.closed.load(Ordering::Acquire)
-                            || ticker.blocking_send(Request::Tick).is_err()
-                        {
+                        let (stop, cv) = &timer_inner.timer_stop;
+                        let stopped = cv
+                            .wait_timeout_while(lock(stop), d, |stop| !*stop)
+                            .map_or(true, |(stop, _)| *stop);
+                        if stopped || ticker.blocking_send(Request::Tick).is_err() {
                             break;
                         }
                     })
@@ -1206,7 +1215,6 @@ impl Store {
             threads: Mutex::new(threads),
             snapshots,
             options,
-            _lock: lock_file,
         };
         Ok((
             store,
@@ -1501,14 +1509,22 @@ impl Store {
         let Some(tx) = lock(&self.tx).take() else {
             return Ok(());
         };
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.notify_waiters();
+        // The sync timer holds a sender too: stop it now rather than at its next tick.
+        {
+            let (stop, cv) = &self.inner.timer_stop;
+            *lock(stop) = true;
+            cv.notify_all();
+        }
         // Dropping the last sender lets the writer drain the queue, sync and stop; it then
         // drops the indexer's queue, and the indexer checkpoints and stops.
         drop(tx);
         for t in lock(&self.threads).drain(..) {
             let _ = t.join();
         }
+        // Only now, with every append the writer drained published: a subscription that sees
+        // `closed` reads once more, and so delivers all of them before it ends.
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.notify_waiters();
         Ok(())
     }
 }

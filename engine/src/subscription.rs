@@ -40,6 +40,8 @@ pub struct Subscription {
     inner: Arc<Inner>,
     target: Target,
     page: VecDeque<RecordedEvent>,
+    /// Set once the store has closed and everything it committed was delivered.
+    ended: bool,
 }
 
 impl Subscription {
@@ -51,6 +53,7 @@ impl Subscription {
                 filter,
             },
             page: VecDeque::new(),
+            ended: false,
         }
     }
 
@@ -62,6 +65,7 @@ impl Subscription {
                 next_version: from_version,
             },
             page: VecDeque::new(),
+            ended: false,
         }
     }
 
@@ -104,13 +108,23 @@ impl Subscription {
     }
 
     /// The next event, waiting at most `timeout` for one. `Ok(None)` means none arrived in
-    /// time (or the store closed: see [`Subscription::is_closed`]).
+    /// time, or the subscription has ended: see [`Subscription::is_ended`].
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
+        match self.poll_next(timeout)? {
+            Next::Event(e) => Ok(Some(e)),
+            Next::Timeout | Next::Ended => Ok(None),
+        }
+    }
+
+    fn poll_next(&mut self, timeout: Duration) -> Result<Next> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(e) = self.page.pop_front() {
-                return Ok(Some(e));
+                return Ok(Next::Event(e));
             }
+            // Looked at before reading: the store sets it only once its last appends are
+            // published, so a read after seeing it finds every one of them.
+            let closed = self.is_closed();
             // The position the waiting below compares with, as published with the stream
             // heads (after the log's committed position moves): taken from the log, a new
             // stream's first events could be committed, missed by `fill` (its head not set
@@ -119,21 +133,40 @@ impl Subscription {
             if self.fill()? {
                 continue;
             }
+            if closed {
+                self.ended = true;
+                return Ok(Next::Ended);
+            }
             if self.is_closed() {
-                return Ok(None);
+                // Closed since the read: read once more.
+                continue;
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                return Ok(Next::Timeout);
             }
             self.inner.wait_for_commit(seen, left.min(WAIT_SLICE));
         }
     }
 
-    /// Whether the store has closed.
+    /// Whether the store has closed. Events it committed may still be waiting to be taken:
+    /// [`Subscription::is_ended`] says when there are none left.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
     }
+
+    /// Whether the subscription has ended: the store has closed and every event it committed
+    /// (that passes the filter) has been delivered.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+}
+
+/// What waiting for the next event found.
+enum Next {
+    Event(RecordedEvent),
+    Timeout,
+    Ended,
 }
 
 impl Iterator for Subscription {
@@ -141,10 +174,10 @@ impl Iterator for Subscription {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            match self.next_timeout(WAIT_SLICE) {
-                Ok(Some(e)) => return Some(Ok(e)),
-                Ok(None) if self.is_closed() => return None,
-                Ok(None) => continue,
+            match self.poll_next(WAIT_SLICE) {
+                Ok(Next::Event(e)) => return Some(Ok(e)),
+                Ok(Next::Ended) => return None,
+                Ok(Next::Timeout) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }
@@ -170,14 +203,14 @@ impl SubscriptionStream {
                 if tx.is_closed() {
                     return;
                 }
-                match sub.next_timeout(WAIT_SLICE) {
-                    Ok(Some(e)) => {
+                match sub.poll_next(WAIT_SLICE) {
+                    Ok(Next::Event(e)) => {
                         if tx.blocking_send(Ok(e)).is_err() {
                             return;
                         }
                     }
-                    Ok(None) if sub.is_closed() => return,
-                    Ok(None) => {}
+                    Ok(Next::Ended) => return,
+                    Ok(Next::Timeout) => {}
                     Err(e) => {
                         let _ = tx.blocking_send(Err(e));
                         return;
