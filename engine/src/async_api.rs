@@ -160,6 +160,33 @@ impl AsyncStore {
         blocking(move || s.close()).await
     }
 
+    /// Facts about the store (see [`Store::info`]), gathered on the blocking pool.
+    pub async fn info(&self) -> Result<crate::store::StoreInfo> {
+        let s = self.store.clone();
+        blocking(move || s.info()).await
+    }
+
+    /// Checks every frame and the index against the log (see [`Store::verify`]) on the
+    /// blocking pool; returns the number of events verified.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use orchestrix::{AsyncStore, EventData, ExpectedVersion, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = AsyncStore::new(Store::open(dir.path()).unwrap());
+    /// let e = vec![EventData::json("E", b"{}".to_vec())];
+    /// store.append("s", ExpectedVersion::NoStream, e).await.unwrap();
+    /// assert_eq!(store.verify().await.unwrap(), 1);
+    /// let info = store.info().await.unwrap();
+    /// assert_eq!((info.events, info.streams), (1, 1));
+    /// # }
+    /// ```
+    pub async fn verify(&self) -> Result<u64> {
+        let s = self.store.clone();
+        blocking(move || s.verify()).await
+    }
+
     /// Loads the latest snapshot of a stream.
     pub async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         let s = self.store.clone();
