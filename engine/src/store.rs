@@ -1386,6 +1386,8 @@ impl Store {
     /// be one the stream has; under relaxed durability the log is synced first, so that a
     /// power loss cannot keep the snapshot and lose the events it reflects.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        // A closed store writes nothing more, snapshots included.
+        self.sender()?;
         check_stream_id(&snapshot.stream)?;
         let head = self.stream_head(&snapshot.stream)?;
         if head.is_none_or(|h| snapshot.version > h) {

@@ -184,3 +184,31 @@ fn a_subscription_of_a_dropped_store_keeps_it_locked() {
     assert!(!report.index_rebuilt, "the index was rebuilt");
     assert_eq!(store.committed_position(), 500);
 }
+
+#[test]
+fn a_closed_store_writes_nothing_and_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), Options::test()).unwrap();
+    store.append("s", ExpectedVersion::Any, ev()).unwrap();
+    store.close().unwrap();
+    assert!(matches!(
+        store.append("s", ExpectedVersion::Any, ev()),
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(store.sync(), Err(StoreError::Closed)));
+    let snapshot = orchestrix::snapshot::Snapshot {
+        stream: "s".into(),
+        version: 0,
+        aggregate_type: "A".into(),
+        state: b"state".to_vec(),
+    };
+    assert!(matches!(
+        store.save_snapshot(&snapshot),
+        Err(StoreError::Closed)
+    ));
+    assert_eq!(store.load_snapshot("s").unwrap(), None);
+    let read = store
+        .read_stream("s", 0, orchestrix::Direction::Forwards, 10)
+        .unwrap();
+    assert_eq!(read.len(), 1);
+}
