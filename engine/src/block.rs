@@ -39,12 +39,30 @@ fn thread_waker() -> Waker {
     })
 }
 
-/// Runs `fut` to completion on the calling thread, parking it while `fut` is pending.
+/// Runs `f`, which blocks, on the calling thread. On a worker of a multi-thread tokio
+/// runtime the worker's other tasks are first handed to another thread
+/// (`tokio::task::block_in_place`), so that tasks this thread would otherwise hold up (async
+/// appends waiting for room in the writer's queue, say) go on while it waits. A thread that
+/// runs a current-thread runtime has no other thread to hand them to: it blocks them for the
+/// call (see [`crate::Store`]).
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Runs `fut` to completion on the calling thread (see [`blocking`]), parking it while `fut`
+/// is pending.
 ///
 /// `fut` runs outside tokio's cooperative budget: on a runtime's thread, a spent budget
 /// would make every poll of a tokio channel return pending (to make the task yield), which
 /// here would never end.
 pub(crate) fn wait<F: Future>(fut: F) -> F::Output {
+    blocking(|| park_until_ready(fut))
+}
+
+fn park_until_ready<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(tokio::task::unconstrained(fut));
     let waker = thread_waker();
     let mut cx = Context::from_waker(&waker);

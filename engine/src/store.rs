@@ -149,12 +149,14 @@ impl Inner {
         self.committed.1.notify_all();
     }
 
-    /// Blocks until the committed position passes `seen`, the store closes, or `timeout`
-    /// elapses. Returns the committed position.
-    pub fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
+    /// Blocks until the committed position passes `seen`, the store closes, `cancel` is set
+    /// (by one who then calls [`Inner::notify_waiters`]), or `timeout` elapses. Returns the
+    /// committed position.
+    pub fn wait_for_commit(&self, seen: u64, timeout: Duration, cancel: &AtomicBool) -> u64 {
         let mut g = lock(&self.committed.0);
         let deadline = Instant::now() + timeout;
-        while *g <= seen && !self.closed.load(Ordering::Acquire) {
+        while *g <= seen && !self.closed.load(Ordering::Acquire) && !cancel.load(Ordering::Acquire)
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -831,8 +833,13 @@ fn scan_segment(
 /// An embedded event store in one directory.
 ///
 /// Its methods block the calling thread until the store answers. They may be called from
-/// any thread, one that drives a tokio runtime included (it is then blocked for the call, as
-/// by any synchronous I/O); async code should use [`crate::AsyncStore`], which never blocks.
+/// any thread, a tokio runtime's included: on a worker of a multi-thread runtime the worker's
+/// other tasks move to another thread for the call (`tokio::task::block_in_place`). The
+/// thread of a current-thread runtime blocks that runtime's tasks for the call: if more of
+/// them are waiting to append through an [`crate::AsyncStore`] than the writer's queue holds
+/// ([`Options::queue_depth`]), an append made there waits for them and they for it, and a
+/// `close` there waits for them too. Async code should use [`crate::AsyncStore`], which never
+/// blocks.
 ///
 /// ```
 /// use orchestrix::{EventData, ExpectedVersion, Direction, Store};
@@ -850,6 +857,8 @@ pub struct Store {
     threads: Mutex<Vec<JoinHandle<()>>>,
     snapshots: SnapshotStore,
     options: Options,
+    /// Held by `close` for its whole run.
+    closing: Mutex<()>,
 }
 
 /// Facts about a store, for `inspect`.
@@ -1215,6 +1224,7 @@ impl Store {
             threads: Mutex::new(threads),
             snapshots,
             options,
+            closing: Mutex::new(()),
         };
         Ok((
             store,
@@ -1260,6 +1270,8 @@ impl Store {
         };
         let sender = self.sender()?;
         crate::block::wait(sender.send(request)).map_err(|_| StoreError::Closed)?;
+        // Not held while waiting for the answer: the writer ends once every sender is gone.
+        drop(sender);
         crate::block::wait(rx.1)
             .map_err(|_| StoreError::Closed)?
             .result
@@ -1379,6 +1391,7 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let sender = self.sender()?;
         crate::block::wait(sender.send(Request::Sync(tx))).map_err(|_| StoreError::Closed)?;
+        drop(sender);
         crate::block::wait(rx).map_err(|_| StoreError::Closed)?
     }
 
@@ -1508,6 +1521,13 @@ impl Store {
 
     /// Flushes, syncs and stops the background threads. Dropping the store does the same.
     pub fn close(&self) -> Result<()> {
+        // A second caller waits for the first to finish: when close returns, the store is
+        // closed.
+        let _closing = lock(&self.closing);
+        crate::block::blocking(|| self.close_now())
+    }
+
+    fn close_now(&self) -> Result<()> {
         let Some(tx) = lock(&self.tx).take() else {
             return Ok(());
         };

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,6 +42,9 @@ pub struct Subscription {
     page: VecDeque<RecordedEvent>,
     /// Set once the store has closed and everything it committed was delivered.
     ended: bool,
+    /// Set when whoever reads this subscription has gone (a dropped [`SubscriptionStream`]):
+    /// the wait for new events ends at once.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Subscription {
@@ -54,6 +57,7 @@ impl Subscription {
             },
             page: VecDeque::new(),
             ended: false,
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -66,6 +70,7 @@ impl Subscription {
             },
             page: VecDeque::new(),
             ended: false,
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -142,10 +147,11 @@ impl Subscription {
                 continue;
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || self.cancel.load(Ordering::Acquire) {
                 return Ok(Next::Timeout);
             }
-            self.inner.wait_for_commit(seen, left.min(WAIT_SLICE));
+            self.inner
+                .wait_for_commit(seen, left.min(WAIT_SLICE), &self.cancel);
         }
     }
 
@@ -189,6 +195,20 @@ impl Iterator for Subscription {
 /// producer back instead of buffering without bound.
 pub struct SubscriptionStream {
     rx: mpsc::Receiver<Result<RecordedEvent>>,
+    /// Tells the pulling thread that the stream is gone.
+    cancel: Arc<AtomicBool>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for SubscriptionStream {
+    /// Wakes the pulling thread if it waits for new events, so that it ends (and lets go of
+    /// the store) now rather than at the end of its wait. One in the middle of reading a page
+    /// ends when the page is read.
+    fn drop(&mut self) {
+        self.rx.close();
+        self.cancel.store(true, Ordering::Release);
+        self.inner.notify_waiters();
+    }
 }
 
 /// Events buffered between the pulling thread and the async consumer.
@@ -197,6 +217,8 @@ const STREAM_BUFFER_EVENTS: usize = 256;
 impl SubscriptionStream {
     pub(crate) fn spawn(mut sub: Subscription) -> Result<Self> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_EVENTS);
+        let cancel = sub.cancel.clone();
+        let inner = sub.inner.clone();
         std::thread::Builder::new()
             .name("orchestrix-subscription".into())
             .spawn(move || loop {
@@ -221,7 +243,7 @@ impl SubscriptionStream {
                 path: "<subscription thread>".into(),
                 source,
             })?;
-        Ok(SubscriptionStream { rx })
+        Ok(SubscriptionStream { rx, cancel, inner })
     }
 }
 

@@ -609,8 +609,9 @@ impl Writer {
             if self.inner.poisoned.load(Ordering::Acquire) {
                 return Err(StoreError::Poisoned);
             }
+            let never = std::sync::atomic::AtomicBool::new(false);
             self.inner
-                .wait_for_commit(position, std::time::Duration::from_millis(10));
+                .wait_for_commit(position, std::time::Duration::from_millis(10), &never);
         }
         let e = self.inner.read_at(position)?;
         if e.id.as_bytes() != id {

@@ -212,3 +212,64 @@ fn a_closed_store_writes_nothing_and_still_reads() {
         .unwrap();
     assert_eq!(read.len(), 1);
 }
+
+/// A second `close` while the first is running returns once the store is closed, not at once.
+#[test]
+fn a_second_close_waits_for_the_first() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_with(dir.path(), Options::test()).unwrap());
+        let sub = store.subscribe_all(0, ReadFilter::all());
+        let writers = write_until_closed(&store);
+        std::thread::sleep(Duration::from_millis(30));
+        let first = {
+            let store = store.clone();
+            std::thread::spawn(move || store.close().unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(1));
+        store.close().unwrap();
+        assert!(
+            sub.is_closed(),
+            "the second close returned before the store closed"
+        );
+        first.join().unwrap();
+        let total: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(store.committed_position(), total);
+    }
+}
+
+/// Dropping a tokio subscription stream (waiting for new events) and then the store lets go of
+/// the directory: it reopens.
+#[test]
+fn a_dropped_stream_lets_go_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let store = AsyncStore::new(Store::open_with(dir.path(), Options::test()).unwrap());
+        if round == 0 {
+            for i in 0..200 {
+                store
+                    .store()
+                    .append(&format!("s-{}", i % 10), ExpectedVersion::Any, ev())
+                    .unwrap();
+            }
+        }
+        // A filter nothing passes: the stream's thread reads to the end and waits.
+        let stream = store.subscribe_all(0, ReadFilter::types(["Nope"])).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        drop(stream);
+        drop(store);
+        // The stream's thread ends when woken; give it a moment (not a wait slice).
+        let mut tries = 0;
+        let reopened = loop {
+            match Store::open_with(dir.path(), Options::test()) {
+                Ok(s) => break s,
+                Err(StoreError::Locked { .. }) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => panic!("round {round}: {e} after {tries} tries"),
+            }
+        };
+        assert_eq!(reopened.committed_position(), 200);
+    }
+}

@@ -93,3 +93,66 @@ async fn blocking_api_on_a_multi_thread_runtime() {
     }
     exercise(&store);
 }
+
+/// On a multi-thread runtime's worker, a blocking append waits behind async appends of the
+/// same runtime that wait for room in the writer's queue (one slot here): they must be able
+/// to run meanwhile, on another thread, or neither would ever finish (with a single worker,
+/// parking it left them nowhere to run).
+#[test]
+fn blocking_append_behind_async_appends_on_a_single_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let heads = rt.block_on(async move {
+            let options = orchestrix::Options {
+                queue_depth: 1,
+                ..orchestrix::Options::default()
+            };
+            let store = orchestrix::AsyncStore::new(Store::open_with(&path, options).unwrap());
+            let inner = store.clone();
+            // Spawned, so that it runs on the worker rather than in block_on's thread.
+            tokio::spawn(async move {
+                let tasks: Vec<_> = (0..16)
+                    .map(|t| {
+                        let s = inner.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..50 {
+                                let e = vec![EventData::json("E", vec![b'x'; 2000])];
+                                s.append(&format!("a-{t}"), ExpectedVersion::Any, e)
+                                    .await
+                                    .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                tokio::task::yield_now().await;
+                let e = vec![EventData::json("E", b"{}".to_vec())];
+                inner
+                    .store()
+                    .append("sync", ExpectedVersion::Any, e)
+                    .unwrap();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                // Closed on the worker too (a close there waits for the writer).
+                inner.store().close().unwrap();
+                (0..16)
+                    .map(|t| inner.store().stream_head(&format!("a-{t}")).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap()
+        });
+        let _ = done.send(heads);
+    });
+    let heads = finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the blocking append or close on the worker never finished");
+    assert!(heads.iter().all(|h| *h == Some(49)), "{heads:?}");
+}
