@@ -8,6 +8,9 @@ use orchestrix_log::segment::SEGMENT_SIZE_MIN;
 
 /// The most appends [`Options::queue_depth`] lets wait for the writer.
 pub const QUEUE_DEPTH_MAX: usize = 1 << 20;
+/// The shortest sync interval (`Durability::Interval`) and index checkpoint interval: a
+/// shorter one would keep a thread waking without pause.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(1);
 
 /// When appends are made durable, and so what survives a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,13 +79,19 @@ impl Options {
                 self.queue_depth
             ));
         }
-        if self.durability == Durability::Interval(Duration::ZERO) {
-            return bad(
-                "a sync interval of zero would sync without pause; use Durability::Always".into(),
-            );
+        if let Durability::Interval(d) = self.durability {
+            if d < INTERVAL_MIN {
+                return bad(format!(
+                    "a sync interval of {d:?} is below the minimum of {INTERVAL_MIN:?} (it \
+                     would sync without pause; use Durability::Always)"
+                ));
+            }
         }
-        if self.index_checkpoint_interval.is_zero() {
-            return bad("index_checkpoint_interval must be positive".into());
+        if self.index_checkpoint_interval < INTERVAL_MIN {
+            return bad(format!(
+                "index_checkpoint_interval {:?} is below the minimum of {INTERVAL_MIN:?}",
+                self.index_checkpoint_interval
+            ));
         }
         Ok(())
     }

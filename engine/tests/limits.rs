@@ -359,7 +359,21 @@ fn bad_options_are_refused_before_the_directory_is_made() {
                 durability: Durability::Interval(Duration::ZERO),
                 ..Options::default()
             },
-            "sync interval of zero",
+            "sync interval of 0ns is below the minimum of 1ms",
+        ),
+        (
+            Options {
+                durability: Durability::Interval(Duration::from_nanos(1)),
+                ..Options::default()
+            },
+            "sync interval of 1ns",
+        ),
+        (
+            Options {
+                index_checkpoint_interval: Duration::from_micros(999),
+                ..Options::default()
+            },
+            "index_checkpoint_interval 999",
         ),
         (
             Options {
