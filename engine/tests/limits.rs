@@ -318,69 +318,39 @@ fn bad_options_are_refused_before_the_directory_is_made() {
     use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
-    let cases: Vec<(Options, &str)> = vec![
-        (
-            Options {
-                segment_size_bytes_max: 0,
-                ..Options::default()
-            },
+    // Each case: the default options with one changed, and what the error must say.
+    let case = |change: fn(&mut Options), says: &'static str| {
+        let mut o = Options::default();
+        change(&mut o);
+        (o, says)
+    };
+    let cases = [
+        case(
+            |o| o.segment_size_bytes_max = 0,
             "segment_size_bytes_max 0 is below the minimum of 4096 bytes",
         ),
-        (
-            Options {
-                segment_size_bytes_max: 4095,
-                ..Options::default()
-            },
+        case(
+            |o| o.segment_size_bytes_max = 4095,
             "segment_size_bytes_max 4095",
         ),
-        (
-            Options {
-                queue_depth: 0,
-                ..Options::default()
-            },
-            "queue_depth 0 is outside",
-        ),
-        (
-            Options {
-                queue_depth: usize::MAX,
-                ..Options::default()
-            },
-            "queue_depth",
-        ),
-        (
-            Options {
-                event_size_max: 0,
-                ..Options::default()
-            },
-            "event_size_max",
-        ),
-        (
-            Options {
-                durability: Durability::Interval(Duration::ZERO),
-                ..Options::default()
-            },
+        case(|o| o.queue_depth = 0, "queue_depth 0 is outside"),
+        case(|o| o.queue_depth = usize::MAX, "queue_depth"),
+        case(|o| o.event_size_max = 0, "event_size_max"),
+        case(
+            |o| o.durability = Durability::Interval(Duration::ZERO),
             "sync interval of 0ns is below the minimum of 1ms",
         ),
-        (
-            Options {
-                durability: Durability::Interval(Duration::from_nanos(1)),
-                ..Options::default()
-            },
+        case(
+            |o| o.durability = Durability::Interval(Duration::from_nanos(1)),
             "sync interval of 1ns",
         ),
-        (
-            Options {
-                index_checkpoint_interval: Duration::from_micros(999),
-                ..Options::default()
-            },
-            "index_checkpoint_interval 999",
-        ),
-        (
-            Options {
-                index_checkpoint_interval: Duration::ZERO,
-                ..Options::default()
-            },
+        case(
+            |o| o.index_checkpoint_interval = Duration::ZERO,
             "index_checkpoint_interval",
+        ),
+        case(
+            |o| o.index_checkpoint_interval = Duration::from_micros(999),
+            "index_checkpoint_interval 999",
         ),
     ];
     for (options, says) in cases {
