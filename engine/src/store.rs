@@ -15,7 +15,7 @@ use orchestrix_index::{BatchEntry, BatchSummary, FrameEntry, FrameSummary, Index
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::record::encode_events;
 use orchestrix_log::{
-    Bytes, Checkpoint, FrameLocation, FrameSpans, LogConfig, LogError, LogReader,
+    Bytes, Checkpoint, FrameHeader, FrameLocation, FrameSpans, LogConfig, LogError, LogReader,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -152,10 +152,17 @@ impl Inner {
     /// Blocks until the committed position passes `seen`, the store closes, `cancel` is set
     /// (by one who then calls [`Inner::notify_waiters`]), or `timeout` elapses. Returns the
     /// committed position.
-    pub fn wait_for_commit(&self, seen: u64, timeout: Duration, cancel: &AtomicBool) -> u64 {
+    pub fn wait_for_commit(
+        &self,
+        seen: u64,
+        timeout: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> u64 {
         let mut g = lock(&self.committed.0);
         let deadline = Instant::now() + timeout;
-        while *g <= seen && !self.closed.load(Ordering::Acquire) && !cancel.load(Ordering::Acquire)
+        while *g <= seen
+            && !self.closed.load(Ordering::Acquire)
+            && !cancel.is_some_and(|c| c.load(Ordering::Acquire))
         {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -179,32 +186,48 @@ impl Inner {
         if let Some(f) = lock(&self.recent).frame_at(position) {
             return Ok(Some(f));
         }
+        let mut last = None;
+        let found = self.scan_from_floor(position, |location, h, _| {
+            last = Some(FrameEntry {
+                location,
+                first_position: h.first_position,
+                event_count: h.event_count,
+            });
+        })?;
+        Ok(last.filter(|_| found))
+    }
+
+    /// Visits the frames from the indexed frame at or before `position` (the index is sparse:
+    /// one frame per [`orchestrix_index::FRAME_INDEX_INTERVAL_BYTES`]) through the one that
+    /// holds `position`, in log order, in one forward scan; returns whether the last one
+    /// visited holds it.
+    fn scan_from_floor(
+        &self,
+        position: u64,
+        mut visit: impl FnMut(FrameLocation, &FrameHeader, Bytes),
+    ) -> Result<bool> {
         let Some(floor) = self.index.frame_floor(position)? else {
-            return Ok(None);
+            return Ok(false);
         };
         let mut scanner = self
             .reader
             .scan_from(floor.location.segment, floor.location.offset);
-        while let Some((loc, h, _)) = scanner.next_frame()? {
+        while let Some((loc, h, payload)) = scanner.next_frame()? {
             if h.first_position > position {
                 break;
             }
+            visit(loc, &h, payload);
             if position < h.next_position() {
-                return Ok(Some(FrameEntry {
-                    location: loc,
-                    first_position: h.first_position,
-                    event_count: h.event_count,
-                }));
+                return Ok(true);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// The frames from the indexed frame at or before `position` through the one that holds
-    /// it, in log order: (location, first position, event count, payload), read in one
-    /// forward scan. A backward read walks them in reverse, instead of scanning from that
-    /// indexed frame again for each frame (the index is sparse: one frame per
-    /// [`orchestrix_index::FRAME_INDEX_INTERVAL_BYTES`]). Empty when no frame holds `position`.
+    /// it (see [`Inner::scan_from_floor`]), in log order: (location, first position, event
+    /// count, payload). A backward read walks them in reverse, instead of scanning from that
+    /// indexed frame again for each frame. Empty when no frame holds `position`.
     fn frames_through(&self, position: u64) -> Result<Vec<(FrameLocation, u64, u32, Bytes)>> {
         if position >= self.committed_position() {
             return Ok(Vec::new());
@@ -213,24 +236,14 @@ impl Inner {
             let (first, count, payload) = self.read_frame(f.location)?;
             return Ok(vec![(f.location, first, count, payload)]);
         }
-        let Some(floor) = self.index.frame_floor(position)? else {
-            return Ok(Vec::new());
-        };
-        let mut scanner = self
-            .reader
-            .scan_from(floor.location.segment, floor.location.offset);
         let mut frames = Vec::new();
-        while let Some((loc, h, payload)) = scanner.next_frame()? {
-            if h.first_position > position {
-                break;
-            }
-            let holds = position < h.next_position();
-            frames.push((loc, h.first_position, h.event_count, payload));
-            if holds {
-                return Ok(frames);
-            }
+        let found = self.scan_from_floor(position, |location, h, payload| {
+            frames.push((location, h.first_position, h.event_count, payload));
+        })?;
+        if !found {
+            frames.clear();
         }
-        Ok(Vec::new())
+        Ok(frames)
     }
 
     /// Reads the frame at `loc`: its first position, event count and payload.
@@ -1661,8 +1674,6 @@ pub(crate) enum IndexerMsg {
     Sealed(u64, Arc<IdMap>),
 }
 
-/// Applies committed frames to the persistent index behind the writer, writes the id files and
-/// stream index files of sealed segments, and checkpoints durably about once per `interval`.
 /// Whether `dir` holds a store (see [`Store::open_existing`]); reads, creates nothing. The
 /// lock file is made first when a store is created, so a store that crashed before its first
 /// segment was written still counts.
@@ -1701,6 +1712,8 @@ fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Applies committed frames to the persistent index behind the writer, writes the id files and
+/// stream index files of sealed segments, and checkpoints durably about once per `interval`.
 /// `active` is the active segment and the stream batches it held when the store opened.
 fn run_indexer(
     inner: Arc<Inner>,

@@ -48,30 +48,30 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn all(inner: Arc<Inner>, from_position: u64, filter: ReadFilter) -> Self {
+    fn new(inner: Arc<Inner>, target: Target) -> Self {
         Subscription {
             inner,
-            target: Target::All {
-                next_position: from_position,
-                filter,
-            },
+            target,
             page: VecDeque::new(),
             ended: false,
             cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 
+    pub(crate) fn all(inner: Arc<Inner>, from_position: u64, filter: ReadFilter) -> Self {
+        let target = Target::All {
+            next_position: from_position,
+            filter,
+        };
+        Self::new(inner, target)
+    }
+
     pub(crate) fn stream(inner: Arc<Inner>, stream: String, from_version: u64) -> Self {
-        Subscription {
-            inner,
-            target: Target::Stream {
-                stream,
-                next_version: from_version,
-            },
-            page: VecDeque::new(),
-            ended: false,
-            cancel: Arc::new(AtomicBool::new(false)),
-        }
+        let target = Target::Stream {
+            stream,
+            next_version: from_version,
+        };
+        Self::new(inner, target)
     }
 
     /// Reads the next page; returns whether it found anything.
@@ -151,7 +151,7 @@ impl Subscription {
                 return Ok(Next::Timeout);
             }
             self.inner
-                .wait_for_commit(seen, left.min(WAIT_SLICE), &self.cancel);
+                .wait_for_commit(seen, left.min(WAIT_SLICE), Some(&self.cancel));
         }
     }
 

@@ -609,9 +609,8 @@ impl Writer {
             if self.inner.poisoned.load(Ordering::Acquire) {
                 return Err(StoreError::Poisoned);
             }
-            let never = std::sync::atomic::AtomicBool::new(false);
             self.inner
-                .wait_for_commit(position, std::time::Duration::from_millis(10), &never);
+                .wait_for_commit(position, std::time::Duration::from_millis(10), None);
         }
         let e = self.inner.read_at(position)?;
         if e.id.as_bytes() != id {
