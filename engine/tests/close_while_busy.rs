@@ -258,16 +258,17 @@ fn a_dropped_stream_lets_go_of_the_store() {
         std::thread::sleep(Duration::from_millis(5));
         drop(stream);
         drop(store);
-        // The stream's thread ends when woken; give it a moment (not a wait slice).
-        let mut tries = 0;
+        // The stream's thread ends when woken: give it a moment, not the 100 ms wait slice
+        // it would otherwise sleep out (60 ms leave room for a loaded machine's scheduling
+        // and still catch a thread that waits its slice in most of the 20 rounds).
+        let start = std::time::Instant::now();
         let reopened = loop {
             match Store::open_with(dir.path(), Options::test()) {
                 Ok(s) => break s,
-                Err(StoreError::Locked { .. }) if tries < 50 => {
-                    tries += 1;
+                Err(StoreError::Locked { .. }) if start.elapsed() < Duration::from_millis(60) => {
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                Err(e) => panic!("round {round}: {e} after {tries} tries"),
+                Err(e) => panic!("round {round}: {e} after {:?}", start.elapsed()),
             }
         };
         assert_eq!(reopened.committed_position(), 200);

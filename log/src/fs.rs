@@ -79,6 +79,14 @@ pub trait Vfs: Send + Sync {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Whether a path exists.
     fn exists(&self, path: &Path) -> bool;
+    /// Names the boot of the machine: files in the kernel's cache that were never synced are
+    /// still there within one boot and gone after the next. Linux's
+    /// `/proc/sys/kernel/random/boot_id`; empty where it cannot be read.
+    fn boot_id(&self) -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// The real file system.

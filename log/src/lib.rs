@@ -21,7 +21,7 @@ pub use crate::error::{LogError, Result};
 pub use crate::frame::FrameHeader;
 pub use crate::log::{
     open, Checkpoint, FrameLocation, FrameVisitor, LogConfig, LogReader, LogScanner, LogWriter,
-    PendingCommit, RecoveryReport, SegmentInfo, EARLY_WRITEBACK_BYTES,
+    PendingCommit, RecoveryReport, SegmentInfo, EARLY_WRITEBACK_BYTES, SYNC_FAILED_FILE,
 };
 pub use crate::record::{
     BatchSpans, EventRecord, EventSpans, EventView, FramePayload, FrameSpans, FrameView, Span,

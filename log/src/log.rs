@@ -50,6 +50,14 @@ impl Default for LogConfig {
 /// With [`LogConfig::early_writeback`], how much is written between two writeback starts.
 pub const EARLY_WRITEBACK_BYTES: u64 = 8 << 20;
 
+/// The file an fdatasync failure leaves in the log directory (see
+/// [`Shared::leave_sync_failed_file`]): the next open in the same boot writes the bytes after
+/// the last successful fdatasync again before trusting them.
+pub const SYNC_FAILED_FILE: &str = "SYNC_FAILED";
+
+/// Bytes read and written at a time when recovery writes a tail again.
+const REWRITE_CHUNK_BYTES: usize = 1 << 20;
+
 /// Where a frame lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FrameLocation {
@@ -95,6 +103,9 @@ struct SegmentHandle {
     /// Bytes readers may read: the committed end for the active segment, the final size of a
     /// sealed one.
     end: AtomicU64,
+    /// Bytes of the file known to be on the disk: the end covered by the last successful
+    /// fdatasync (see [`Shared::sync_segment`]).
+    synced: AtomicU64,
     /// The read-only map readers use, made by the first read that needs it (after recovery
     /// is done with the file); `None` when maps are off or the file cannot be mapped. It is
     /// held as [`MAP_STRIPES`] buffers over the same map, each with a reference count of its
@@ -123,6 +134,7 @@ impl SegmentHandle {
             name,
             file,
             end: AtomicU64::new(end),
+            synced: AtomicU64::new(end),
             map: OnceLock::new(),
         }
     }
@@ -168,21 +180,57 @@ struct Shared {
 }
 
 impl Shared {
-    /// fdatasyncs a segment file. Every fdatasync of the open log goes through here, one at a
-    /// time, and the first failure latches the log before the next one starts: the kernel
-    /// reports a writeback error to one fdatasync only, so a later one that succeeds says
-    /// nothing of the pages the failed one covered (written by a group that the syncer is
-    /// about to acknowledge, say, while the writer's roll got the error). After a failure
-    /// every call fails with [`LogError::Poisoned`] until the log is reopened.
-    fn sync_segment(&self, handle: &SegmentHandle) -> Result<()> {
+    /// fdatasyncs a segment file whose bytes up to `end` are written. Every fdatasync of the
+    /// open log goes through here, one at a time, and the first failure latches the log before
+    /// the next one starts: the kernel reports a writeback error to one fdatasync only, so a
+    /// later one that succeeds says nothing of the pages the failed one covered (written by a
+    /// group that the syncer is about to acknowledge, say, while the writer's roll got the
+    /// error). After a failure every call fails with [`LogError::Poisoned`] until the log is
+    /// reopened.
+    fn sync_segment(&self, handle: &SegmentHandle, end: u64) -> Result<()> {
         let mut failed = self.sync_failed.lock().unwrap_or_else(|p| p.into_inner());
         if *failed {
             return Err(LogError::Poisoned);
         }
-        handle.file.sync_data().map_err(|e| {
-            *failed = true;
-            LogError::io(self.dir.join(&handle.name), e)
-        })
+        match handle.file.sync_data() {
+            Ok(()) => {
+                handle.synced.fetch_max(end, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                *failed = true;
+                let e = LogError::io(self.dir.join(&handle.name), e);
+                self.leave_sync_failed_file(handle, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed fdatasync the kernel may keep the pages it could not write in its cache,
+    /// marked clean (fsyncgate): reads still see the bytes, no later fdatasync writes them, and
+    /// a power loss loses them. A log reopened in the same boot would take them for durable,
+    /// and frames acknowledged after them would sit behind a hole once the power goes. This
+    /// leaves [`SYNC_FAILED_FILE`] in the directory, naming the segment, the end of its last
+    /// successful fdatasync and the boot, unsynced: it only has to outlive the process, not
+    /// the machine (after a power loss the cache is gone and recovery reads what is on the
+    /// disk). The next open in the same boot writes the segment's bytes after that end again
+    /// before its fdatasync (they were never acknowledged), then removes the file. Best
+    /// effort: the disk is failing already.
+    fn leave_sync_failed_file(&self, handle: &SegmentHandle, e: &LogError) {
+        let path = self.dir.join(SYNC_FAILED_FILE);
+        let text = format!(
+            "{} {} {}\n{e}\nThe segment's bytes after that offset are written again when the log is next opened in this boot.\n",
+            handle.name,
+            handle.synced.load(Ordering::Acquire),
+            self.vfs.boot_id()
+        );
+        let left = self
+            .vfs
+            .create(&path)
+            .and_then(|f| f.write_all_at(text.as_bytes(), 0));
+        if let Err(error) = left {
+            tracing::error!(%error, path = %path.display(), "could not leave the sync failure file");
+        }
     }
 
     fn segments(&self) -> Vec<Arc<SegmentHandle>> {
@@ -307,6 +355,8 @@ pub fn open(
     });
     let mut report = RecoveryReport::default();
     let firsts = segment::list(vfs.as_ref(), dir)?;
+    let sync_failed_file = dir.join(SYNC_FAILED_FILE);
+    let sync_failed = vfs.exists(&sync_failed_file);
     if firsts.is_empty() {
         if let Some(cp) = checkpoint {
             if cp.next_position != 0 {
@@ -317,6 +367,11 @@ pub fn open(
                     "the log has no segment files",
                 ));
             }
+        }
+        if sync_failed {
+            // Nothing to write again: no segment.
+            vfs.remove(&sync_failed_file)
+                .map_err(|e| LogError::io(&sync_failed_file, e))?;
         }
         let handle = create_segment(&shared, 0)?;
         publish_segment(&shared, handle.clone());
@@ -578,10 +633,18 @@ pub fn open(
     // `durable_position`, which recovery trusts), so make them, and every segment's directory
     // entry, durable before anything new is written.
     let active_path = dir.join(&active.name);
+    if sync_failed {
+        rewrite_after_failed_sync(vfs.as_ref(), &sync_failed_file, &handles, written)?;
+    }
     active
         .file
         .sync_data()
         .map_err(|e| LogError::io(&active_path, e))?;
+    active.synced.store(written, Ordering::Release);
+    if sync_failed {
+        vfs.remove(&sync_failed_file)
+            .map_err(|e| LogError::io(&sync_failed_file, e))?;
+    }
     vfs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     for h in handles {
         publish_segment(&shared, h);
@@ -598,6 +661,84 @@ pub fn open(
         expected,
     );
     Ok((LogReader { shared }, writer, report))
+}
+
+/// An fdatasync of the previous process failed (it left `file`, naming the segment and the
+/// end of its last successful fdatasync): the segment's bytes after that end may be cached
+/// pages that the kernel will never write (see `Shared::sync_segment`). Writes them again, the
+/// same bytes, and sets the file's size again, so that the next fdatasync writes them; a
+/// sealed segment is synced here, the last one (whose recovered end is `written`) by the
+/// caller. Only bytes that were never acknowledged are written: a power loss that tears them
+/// tears an unacknowledged tail. A file of an earlier boot (after which the cache is gone),
+/// one that does not parse, or one that names no segment of the log is ignored.
+fn rewrite_after_failed_sync(
+    vfs: &dyn Vfs,
+    file: &Path,
+    handles: &[Arc<SegmentHandle>],
+    written: u64,
+) -> Result<()> {
+    let mut text = Vec::new();
+    if let Ok(f) = vfs.open(file) {
+        let len = f.len().unwrap_or(0).min(4096);
+        text.resize(len as usize, 0);
+        if f.read_exact_at(&mut text, 0).is_err() {
+            text.clear();
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    let named = text.lines().next().and_then(|l| {
+        let mut words = l.splitn(3, ' ');
+        let name = words.next()?.to_owned();
+        let synced = words.next()?.parse::<u64>().ok()?;
+        Some((name, synced, words.next().unwrap_or_default().to_owned()))
+    });
+    let Some((name, synced, boot)) = named else {
+        tracing::warn!(file = %file.display(), "ignoring a sync failure file that does not parse");
+        return Ok(());
+    };
+    if boot != vfs.boot_id() {
+        // The machine restarted since: the cache that held the unwritten pages is gone, and
+        // recovery has read what is on the disk. Writing bytes again now would only risk
+        // tearing them.
+        tracing::info!(file = %file.display(), "a sync failure file of an earlier boot: nothing to write again");
+        return Ok(());
+    }
+    let Some(last) = handles.len().checked_sub(1) else {
+        return Ok(());
+    };
+    let Some((i, h)) = handles.iter().enumerate().find(|(_, h)| h.name == name) else {
+        tracing::warn!(file = %file.display(), segment = %name, "the sync failure file names no segment of the log");
+        return Ok(());
+    };
+    let end = if i == last {
+        written
+    } else {
+        h.end.load(Ordering::Relaxed)
+    };
+    let path = file.with_file_name(&h.name);
+    tracing::warn!(segment = %h.name, from = synced, to = end,
+        "an fdatasync failed before: writing the bytes after its last successful one again");
+    let mut buf = vec![0u8; REWRITE_CHUNK_BYTES.min(end.saturating_sub(synced) as usize)];
+    let mut at = synced;
+    while at < end {
+        let n = (end - at).min(buf.len() as u64) as usize;
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        h.file
+            .read_exact_at(chunk, at)
+            .map_err(|e| LogError::io(&path, e))?;
+        h.file
+            .write_all_at(chunk, at)
+            .map_err(|e| LogError::io(&path, e))?;
+        at += n as u64;
+    }
+    // The file's size too: a size change the failed fdatasync covered (a sealed segment cut
+    // to its last frame, zeros written ahead) may be lost with it.
+    let len = h.file.len().map_err(|e| LogError::io(&path, e))?;
+    h.file.set_len(len).map_err(|e| LogError::io(&path, e))?;
+    if i != last {
+        h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// Looks for CRC-valid frames in `file` from offset `from` (up to `end`) that `fits` (given
@@ -663,7 +804,8 @@ fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHan
         file,
         SEGMENT_HEADER_SIZE as u64,
     ));
-    shared.sync_segment(&handle)?;
+    handle.synced.store(0, Ordering::Release);
+    shared.sync_segment(&handle, SEGMENT_HEADER_SIZE as u64)?;
     shared
         .vfs
         .sync_dir(&shared.dir)
@@ -912,7 +1054,7 @@ impl LogWriter {
     }
 
     fn sync_active(&mut self) -> Result<()> {
-        self.shared.sync_segment(&self.active)
+        self.shared.sync_segment(&self.active, self.written)
     }
 
     fn roll(&mut self) -> Result<()> {
@@ -1049,7 +1191,7 @@ impl PendingCommit {
     /// fdatasyncs the segment this commit ends in. Segments sealed before it were synced
     /// whole when they were sealed, so this makes the commit (and every earlier one) durable.
     pub fn sync(&self) -> Result<()> {
-        self.shared.sync_segment(&self.active)
+        self.shared.sync_segment(&self.active, self.end)
     }
 
     /// Makes the commit visible to readers. A sealed segment's final end is stored before the

@@ -316,6 +316,9 @@ impl Vfs for FaultyFs {
     fn exists(&self, path: &Path) -> bool {
         self.inner.exists(path)
     }
+    fn boot_id(&self) -> String {
+        self.inner.boot_id()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,6 +394,9 @@ impl Vfs for RecordingFs {
     fn exists(&self, path: &Path) -> bool {
         self.inner.exists(path)
     }
+    fn boot_id(&self) -> String {
+        self.inner.boot_id()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,6 +453,10 @@ struct SimState {
     pending_dir_ops: Vec<DirOp>,
     /// Directories exist in both images from the moment they are created.
     dirs: BTreeSet<PathBuf>,
+    /// `sync_data` calls to let through before one fails (see [`SimFs::fail_sync`]).
+    sync_failure_in: Option<u64>,
+    /// Power losses this file system went through: its boot number ([`Vfs::boot_id`]).
+    boots: u64,
 }
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -491,7 +501,8 @@ fn apply_dir_change(names: &mut BTreeMap<PathBuf, usize>, change: &DirChange) {
 /// The model, kept deliberately small:
 /// - Every file has a live image (what reads see) and a durable image. `write_all_at` and
 ///   `set_len` change the live image and are remembered, in order, as pending changes of
-///   that file. `sync_data` makes the live image durable and forgets the pending changes.
+///   that file. `sync_data` applies the pending changes to the durable image (which makes it
+///   the live image) and forgets them; [`SimFs::lose_unsynced`] forgets them without.
 /// - Creating, renaming and removing a file change the live directory and are remembered as
 ///   pending changes of the parent directory (a rename across directories counts as a link in
 ///   the target and an unlink in the source). `sync_dir` makes the live entries of that
@@ -575,6 +586,8 @@ impl SimFs {
                 durable_names: names,
                 pending_dir_ops: Vec::new(),
                 dirs: s.dirs.clone(),
+                sync_failure_in: None,
+                boots: s.boots + 1,
             })),
         }
     }
@@ -618,6 +631,31 @@ impl SimFs {
         write_into(&mut inode.live, offset, bytes);
         write_into(&mut inode.durable, offset, bytes);
         Ok(())
+    }
+
+    /// The kernel's writeback of a file's unsynced changes failed (fsyncgate): they never
+    /// reach the disk, not even by a later successful `sync_data`, while reads keep seeing
+    /// them (the pages stay cached, marked clean). Only writing the bytes again makes them
+    /// durable. Fails if the file does not exist.
+    pub fn lose_unsynced(&self, path: &Path) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        let ino = *s
+            .live_names
+            .get(path)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let inode = s
+            .inodes
+            .get_mut(ino)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        inode.pending.clear();
+        Ok(())
+    }
+
+    /// Lets `n` more `sync_data` calls through (on any file), then fails the next one with
+    /// EIO the kernel's way: that file's unsynced changes are lost to the disk as by
+    /// [`SimFs::lose_unsynced`]. Only that call fails.
+    pub fn fail_sync(&self, n: u64) {
+        lock(&self.state).sync_failure_in = Some(n);
     }
 
     /// Number of unsynced changes (file data and directory entries).
@@ -728,10 +766,33 @@ impl VFile for SimFile {
         })
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.with_inode(|inode| {
-            inode.durable = inode.live.clone();
+        let mut s = lock(&self.state);
+        let fails = match s.sync_failure_in {
+            Some(0) => {
+                s.sync_failure_in = None;
+                true
+            }
+            Some(n) => {
+                s.sync_failure_in = Some(n - 1);
+                false
+            }
+            None => false,
+        };
+        let inode = s
+            .inodes
+            .get_mut(self.ino)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        if fails {
+            // The writeback failed: the changes never reach the disk (`SimFs::lose_unsynced`).
             inode.pending.clear();
-        })
+            return Err(FaultKind::Eio.to_io_error());
+        }
+        // The pending changes reach the disk, not the live image as a whole: after
+        // `SimFs::lose_unsynced` the two differ, as the kernel's cache and the disk do.
+        for op in inode.pending.drain(..) {
+            apply_data_op(&mut inode.durable, &op);
+        }
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
         self.with_inode(|inode| inode.live.len() as u64)
@@ -870,6 +931,9 @@ impl Vfs for SimFs {
     fn exists(&self, path: &Path) -> bool {
         let s = lock(&self.state);
         s.live_names.contains_key(path) || s.dirs.contains(path)
+    }
+    fn boot_id(&self) -> String {
+        format!("simulated boot {}", lock(&self.state).boots)
     }
 }
 

@@ -10,6 +10,9 @@
 //! reopened on the live state, recovered and appended to, with a second power cut), which
 //! checks that what recovery hands back is really durable: new frames acknowledged after a
 //! recovery must not depend on unsynced bytes or directory entries left by the dead process.
+//! In another third a seeded fdatasync fails instead of the power, the kernel's way
+//! (`SimFs::fail_sync`: its file's unsynced changes never reach the disk, though reads still
+//! see them), the log is reopened on the live state in the same boot, appended to and cut.
 //! Every crashed image is then recovered three ways: plainly (the reference); with the power
 //! cut again at a seeded step of recovery and recovered once more, which must give exactly the
 //! reference; and with frames appended and acknowledged after recovery and a last power loss,
@@ -23,7 +26,7 @@ use std::sync::Arc;
 
 use common::*;
 use orchestrix_log::fs::Vfs;
-use orchestrix_log::testing::{FaultKind, FaultyFs, SimFs, SplitMix64};
+use orchestrix_log::testing::{FaultKind, FaultyFs, OpKind, SimFs, SplitMix64};
 use orchestrix_log::LogError;
 
 /// Crash points per CI run, RELIABILITY.md's figure (1.5 s here; a soak run sets
@@ -103,7 +106,11 @@ fn run_with_cut(
 ) -> bool {
     let fs = Arc::new(FaultyFs::new(sim.clone()));
     fs.arm(cut, FaultKind::Eio, true);
-    match run_workload(fs.clone(), history, seed, frames, what) {
+    let r = run_workload(fs.clone(), history, seed, frames, what);
+    if std::env::var_os("SEED").is_some() {
+        eprintln!("{what}: ops {:?} -> {r:?}", fs.op_kinds());
+    }
+    match r {
         Ok(()) => false,
         Err(LogError::Io { .. }) => true,
         Err(e) => panic!("{what}: unexpected error under a power cut: {e}"),
@@ -117,6 +124,18 @@ fn count_ops(sim: &SimFs, history: &History, seed: u64, frames: u64, what: &str)
     run_workload(fs.clone(), &mut h, seed, frames, what)
         .unwrap_or_else(|e| panic!("{what}: clean run failed: {e}"));
     fs.ops_so_far()
+}
+
+/// fdatasyncs of the workload on a copy of `sim`.
+fn count_syncs(sim: &SimFs, history: &History, seed: u64, frames: u64, what: &str) -> u64 {
+    let fs = Arc::new(FaultyFs::new(Arc::new(sim.fork())));
+    let mut h = history.clone();
+    run_workload(fs.clone(), &mut h, seed, frames, what)
+        .unwrap_or_else(|e| panic!("{what}: clean run failed: {e}"));
+    fs.op_kinds()
+        .iter()
+        .filter(|&&k| k == OpKind::SyncData)
+        .count() as u64
 }
 
 /// Recovers a crashed image and checks it against the history.
@@ -145,16 +164,30 @@ fn crash_point(seed: u64, coverage: &Coverage) {
     let sim = Arc::new(SimFs::new());
     let mut history = History::default();
 
-    // Phase A: a fresh log, power cut at a seeded operation (possibly never).
+    // Phase A: a fresh log, power cut at a seeded operation (possibly never); in a third of
+    // the seeds instead a seeded fdatasync fails the kernel's way (its file's unsynced
+    // changes never reach the disk, though reads still see them) and the process stops there.
     let frames_a = 20 + rng.below(40);
-    let ops = count_ops(&sim, &history, seed, frames_a, &what);
-    let cut = rng.below(ops + 1);
-    what += &format!(", cut at op {cut} of {ops}");
-    run_with_cut(&sim, &mut history, seed, frames_a, cut, &what);
+    if seed % 3 == 2 {
+        let syncs = count_syncs(&sim, &history, seed, frames_a, &what);
+        let failing = rng.below(syncs);
+        what += &format!(", fdatasync {failing} of {syncs} fails");
+        sim.fail_sync(failing);
+        match run_workload(sim.clone(), &mut history, seed, frames_a, &what) {
+            Err(LogError::Io { .. }) => {}
+            r => panic!("{what}: the failed fdatasync gave {r:?}"),
+        }
+    } else {
+        let ops = count_ops(&sim, &history, seed, frames_a, &what);
+        let cut = rng.below(ops + 1);
+        what += &format!(", cut at op {cut} of {ops}");
+        run_with_cut(&sim, &mut history, seed, frames_a, cut, &what);
+    }
 
-    // Phase B, in a third of the seeds: the process died but the machine did not. Recover on
-    // the live state, append more, and cut the power during that.
-    if seed % 3 == 1 {
+    // Phase B, in two thirds of the seeds: the process died but the machine did not (or the
+    // log was reopened after its fdatasync failed). Recover on the live state, append more,
+    // and cut the power during that.
+    if !seed.is_multiple_of(3) {
         let frames_b = 5 + rng.below(20);
         let seed_b = seed ^ 0xB;
         let ops = count_ops(&sim, &history, seed_b, frames_b, &what);
