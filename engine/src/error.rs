@@ -73,6 +73,16 @@ pub enum StoreError {
     /// group gets the underlying error itself); the store is now read-only until reopened.
     #[error("the write of this append failed ({0}); the store is now read-only until reopened")]
     WriteFailed(String),
+    /// The index could not be written for [`crate::SEGMENTS_HELD_MAX`] sealed segments, whose
+    /// index data is held in memory instead: appends are refused so that memory does not grow
+    /// without bound. Reads keep working; reopening the store rebuilds the index from the log.
+    #[error("appends are refused: the index could not be written for {segments} sealed segments (first failure: {reason}); reads keep working, and reopening the store rebuilds the index from the log")]
+    IndexFailed {
+        /// The first failure.
+        reason: String,
+        /// Sealed segments held in memory.
+        segments: u64,
+    },
     /// The store is closed.
     #[error("the store is closed")]
     Closed,

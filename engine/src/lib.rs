@@ -39,7 +39,7 @@ pub use crate::event::{
 };
 pub use crate::options::{Durability, Options};
 pub use crate::snapshot::Snapshot;
-pub use crate::store::{OpenReport, Store, StoreInfo};
+pub use crate::store::{OpenReport, Store, StoreInfo, SEGMENTS_HELD_MAX};
 pub use crate::subscription::{Subscription, SubscriptionStream};
 pub use orchestrix_log::LogError;
 

@@ -54,6 +54,12 @@ const INDEXER_GATHER: Duration = Duration::from_millis(10);
 /// How often the indexer drains its queue while gathering.
 const INDEXER_GATHER_SLICE: Duration = Duration::from_millis(5);
 
+/// Sealed segments whose index files or rows the indexer could not write, kept in memory
+/// instead (their batches in the recent index, their ids with the writer), before appends are
+/// refused with [`StoreError::IndexFailed`]: a failing index disk costs memory up to this many
+/// segments' worth, never without bound. Reopening rebuilds what is missing from the log.
+pub const SEGMENTS_HELD_MAX: u64 = 4;
+
 /// State shared by the API, the writer and the indexer.
 pub(crate) struct Inner {
     pub dir: PathBuf,
@@ -66,6 +72,10 @@ pub(crate) struct Inner {
     pub recent: Mutex<Recent>,
     pub heads: RwLock<StreamHeads>,
     pub poisoned: AtomicBool,
+    /// Why appends are refused since the indexer fell too far behind a failure (see
+    /// [`SEGMENTS_HELD_MAX`]); `appends_refused` is its fast check.
+    pub index_failure: Mutex<Option<String>>,
+    pub appends_refused: AtomicBool,
     pub durable_position: AtomicU64,
     /// Committed position, for blocking subscribers.
     pub committed: (Mutex<u64>, Condvar),
@@ -85,6 +95,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Refuses every later append with [`StoreError::IndexFailed`] naming `why`.
+    pub fn refuse_appends(&self, why: &str) {
+        let mut failure = lock(&self.index_failure);
+        if failure.is_none() {
+            tracing::error!(
+                reason = why,
+                held = SEGMENTS_HELD_MAX,
+                "the index has failed for {SEGMENTS_HELD_MAX} sealed segments; appends are refused until the store is reopened"
+            );
+            *failure = Some(why.to_owned());
+            self.appends_refused.store(true, Ordering::Release);
+        }
+    }
+
+    /// Why appends are refused, if they are.
+    pub fn appends_refused(&self) -> Option<StoreError> {
+        if !self.appends_refused.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(StoreError::IndexFailed {
+            reason: lock(&self.index_failure).clone().unwrap_or_default(),
+            segments: SEGMENTS_HELD_MAX,
+        })
+    }
+
     /// Enters a written group's frames in the recent index ahead of their commit, off the
     /// syncer's path between two fdatasyncs. Readers look there only below the committed
     /// position, so the entries stay unseen until [`Inner::publish`] (and for good if the
@@ -1137,6 +1172,8 @@ impl Store {
             recent: Mutex::new(recent),
             heads: RwLock::new(heads.clone()),
             poisoned: AtomicBool::new(false),
+            index_failure: Mutex::new(None),
+            appends_refused: AtomicBool::new(false),
             durable_position: AtomicU64::new(committed),
             committed: (Mutex::new(committed), Condvar::new()),
             closed: AtomicBool::new(false),
@@ -1732,10 +1769,14 @@ fn run_indexer(
     // steady appends, the newest frame applied is almost never durable at a due moment).
     let mut lagging: Option<(Checkpoint, Vec<(String, StreamHead)>)> = None;
     let mut failed = false;
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
+    // The first failure, and how many sealed segments are held in memory since.
+    let mut first_failure: Option<String> = None;
+    let mut held = 0u64;
+    let fail = |first: &mut Option<String>, what: &str, e: &dyn std::fmt::Display| {
         // The index is derived: reads keep working from the recent index and the log, and
         // the next open rebuilds what is missing.
         tracing::error!(error = %e, "{what} failed; it will be rebuilt on the next open");
+        first.get_or_insert_with(|| format!("{what}: {e}"));
     };
     let mut open = true;
     while open {
@@ -1778,23 +1819,35 @@ fn run_indexer(
                     frames.extend(f);
                 }
                 IndexerMsg::Sealed(segment, ids) => {
+                    let mut persisted = true;
                     if let Err(e) = inner.ids.write_segment(segment, &ids) {
-                        fail("writing an id file", &e);
+                        fail(&mut first_failure, "writing an id file", &e);
+                        persisted = false;
                     }
                     // Every frame of the sealed segment came before this message.
                     let entries = unsealed.remove(&segment).unwrap_or_default();
                     if failed {
-                        continue;
+                        persisted = false;
+                    } else {
+                        let written = inner
+                            .streams
+                            .write_segment(segment, entries)
+                            .and_then(|rows| inner.index.add_stream_chunks(segment, &rows));
+                        match written {
+                            // The batches are readable from the file now: free their memory.
+                            Ok(()) => lock(&inner.recent).remove_segment(segment),
+                            // Reads keep finding the batches in the recent index.
+                            Err(e) => {
+                                fail(&mut first_failure, "writing a stream index file", &e);
+                                persisted = false;
+                            }
+                        }
                     }
-                    let written = inner
-                        .streams
-                        .write_segment(segment, entries)
-                        .and_then(|rows| inner.index.add_stream_chunks(segment, &rows));
-                    match written {
-                        // The batches are readable from the file now: free their memory.
-                        Ok(()) => lock(&inner.recent).remove_segment(segment),
-                        // Reads keep finding the batches in the recent index.
-                        Err(e) => fail("writing a stream index file", &e),
+                    if !persisted {
+                        held += 1;
+                        if held >= SEGMENTS_HELD_MAX {
+                            inner.refuse_appends(first_failure.as_deref().unwrap_or("the index"));
+                        }
                     }
                 }
             }
@@ -1825,7 +1878,7 @@ fn run_indexer(
                 }
                 Err(e) => {
                     failed = true;
-                    fail("index apply", &e);
+                    fail(&mut first_failure, "index apply", &e);
                 }
             }
         }
@@ -1839,7 +1892,7 @@ fn run_indexer(
                     Ok(()) => last_durable = Instant::now(),
                     Err(e) => {
                         failed = true;
-                        fail("index checkpoint", &e);
+                        fail(&mut first_failure, "index checkpoint", &e);
                     }
                 }
             }
@@ -1857,7 +1910,7 @@ fn run_indexer(
                     Ok(()) => last_durable = Instant::now(),
                     Err(e) => {
                         failed = true;
-                        fail("index flush", &e);
+                        fail(&mut first_failure, "index flush", &e);
                     }
                 }
             }
@@ -1873,7 +1926,7 @@ fn run_indexer(
                     }
                     Err(e) => {
                         failed = true;
-                        fail("index checkpoint", &e);
+                        fail(&mut first_failure, "index checkpoint", &e);
                     }
                 }
             }

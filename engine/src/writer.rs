@@ -639,6 +639,9 @@ impl Writer {
         if self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
+        if let Some(e) = self.inner.appends_refused() {
+            return Err(e);
+        }
         // Idempotency: look every id up (the list of places is made only if one is found).
         // `hashes` are the ids' hashes in the map, made by `run` for the whole group (made
         // here should they not match the events).

@@ -20,8 +20,9 @@ pub mod testing;
 pub use crate::error::{LogError, Result};
 pub use crate::frame::FrameHeader;
 pub use crate::log::{
-    open, Checkpoint, FrameLocation, FrameVisitor, LogConfig, LogReader, LogScanner, LogWriter,
-    PendingCommit, RecoveryReport, SegmentInfo, EARLY_WRITEBACK_BYTES, SYNC_FAILED_FILE,
+    open, sync_failed_file_name, Checkpoint, FrameLocation, FrameVisitor, LogConfig, LogReader,
+    LogScanner, LogWriter, PendingCommit, RecoveryReport, SegmentInfo, EARLY_WRITEBACK_BYTES,
+    SYNC_FAILED_PREFIX,
 };
 pub use crate::record::{
     BatchSpans, EventRecord, EventSpans, EventView, FramePayload, FrameSpans, FrameView, Span,

@@ -1,5 +1,6 @@
 //! The log: opening with recovery, the single writer, and concurrent readers.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -50,10 +51,23 @@ impl Default for LogConfig {
 /// With [`LogConfig::early_writeback`], how much is written between two writeback starts.
 pub const EARLY_WRITEBACK_BYTES: u64 = 8 << 20;
 
-/// The file an fdatasync failure leaves in the log directory (see
-/// [`Shared::leave_sync_failed_file`]): the next open in the same boot writes the bytes after
-/// the last successful fdatasync again before trusting them.
-pub const SYNC_FAILED_FILE: &str = "SYNC_FAILED";
+/// How the name of the file an fdatasync failure leaves in the log directory begins (see
+/// [`sync_failed_file_name`]).
+pub const SYNC_FAILED_PREFIX: &str = "SYNC_FAILED.";
+
+/// The name of the file an fdatasync failure leaves in the log directory during the boot
+/// `boot` (a [`Vfs::boot_id`]): the next open in the same boot writes the bytes after the
+/// segment's last successful fdatasync again before trusting them. The boot is in the name,
+/// which a file system creates at once with the file, so that a file of an earlier boot is
+/// known for one even when its contents were lost.
+pub fn sync_failed_file_name(boot: &str) -> String {
+    let boot = if boot.is_empty() {
+        "unknown-boot"
+    } else {
+        boot
+    };
+    format!("{SYNC_FAILED_PREFIX}{boot}")
+}
 
 /// Bytes read and written at a time when recovery writes a tail again.
 const REWRITE_CHUNK_BYTES: usize = 1 << 20;
@@ -200,36 +214,15 @@ impl Shared {
             Err(e) => {
                 *failed = true;
                 let e = LogError::io(self.dir.join(&handle.name), e);
-                self.leave_sync_failed_file(handle, &e);
+                leave_sync_failed_file(
+                    self.vfs.as_ref(),
+                    &self.dir,
+                    &handle.name,
+                    handle.synced.load(Ordering::Acquire),
+                    &e,
+                );
                 Err(e)
             }
-        }
-    }
-
-    /// After a failed fdatasync the kernel may keep the pages it could not write in its cache,
-    /// marked clean (fsyncgate): reads still see the bytes, no later fdatasync writes them, and
-    /// a power loss loses them. A log reopened in the same boot would take them for durable,
-    /// and frames acknowledged after them would sit behind a hole once the power goes. This
-    /// leaves [`SYNC_FAILED_FILE`] in the directory, naming the segment, the end of its last
-    /// successful fdatasync and the boot, unsynced: it only has to outlive the process, not
-    /// the machine (after a power loss the cache is gone and recovery reads what is on the
-    /// disk). The next open in the same boot writes the segment's bytes after that end again
-    /// before its fdatasync (they were never acknowledged), then removes the file. Best
-    /// effort: the disk is failing already.
-    fn leave_sync_failed_file(&self, handle: &SegmentHandle, e: &LogError) {
-        let path = self.dir.join(SYNC_FAILED_FILE);
-        let text = format!(
-            "{} {} {}\n{e}\nThe segment's bytes after that offset are written again when the log is next opened in this boot.\n",
-            handle.name,
-            handle.synced.load(Ordering::Acquire),
-            self.vfs.boot_id()
-        );
-        let left = self
-            .vfs
-            .create(&path)
-            .and_then(|f| f.write_all_at(text.as_bytes(), 0));
-        if let Err(error) = left {
-            tracing::error!(%error, path = %path.display(), "could not leave the sync failure file");
         }
     }
 
@@ -355,8 +348,17 @@ pub fn open(
     });
     let mut report = RecoveryReport::default();
     let firsts = segment::list(vfs.as_ref(), dir)?;
-    let sync_failed_file = dir.join(SYNC_FAILED_FILE);
-    let sync_failed = vfs.exists(&sync_failed_file);
+    // Files left by failed fdatasyncs: only one of this boot calls for writing bytes again;
+    // all of them are removed once this open has synced.
+    let sync_failed_files: Vec<PathBuf> = vfs
+        .list(dir)
+        .map_err(|e| LogError::io(dir, e))?
+        .into_iter()
+        .filter(|n| n.starts_with(SYNC_FAILED_PREFIX))
+        .map(|n| dir.join(n))
+        .collect();
+    let sync_failed_file = dir.join(sync_failed_file_name(&vfs.boot_id()));
+    let sync_failed = sync_failed_files.contains(&sync_failed_file);
     if firsts.is_empty() {
         if let Some(cp) = checkpoint {
             if cp.next_position != 0 {
@@ -368,11 +370,8 @@ pub fn open(
                 ));
             }
         }
-        if sync_failed {
-            // Nothing to write again: no segment.
-            vfs.remove(&sync_failed_file)
-                .map_err(|e| LogError::io(&sync_failed_file, e))?;
-        }
+        // Nothing to write again: no segment.
+        remove_files(vfs.as_ref(), &sync_failed_files)?;
         let handle = create_segment(&shared, 0)?;
         publish_segment(&shared, handle.clone());
         let writer = LogWriter::new(
@@ -466,6 +465,10 @@ pub fn open(
         None => (0, SEGMENT_HEADER_SIZE as u64, firsts[0]),
     };
     let checkpoint_mark = checkpoint.map(|cp| (cp.segment, cp.offset));
+    // The last segment's frames that no later frame proves durable (by the durable position
+    // it records), oldest first, as (offset, position after the frame): the first one is as
+    // far as the disk is known to hold the segment when an fdatasync fails during this open.
+    let mut unproven: VecDeque<(u64, u64)> = VecDeque::new();
 
     for (i, h) in handles.iter().enumerate().skip(start_index) {
         let h = h.clone();
@@ -490,7 +493,7 @@ pub fn open(
             h.file
                 .write_all_at(&segment::encode_header(h.first_position), 0)
                 .map_err(|e| LogError::io(&path, e))?;
-            h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
+            sync_at_open(vfs.as_ref(), dir, &h, 0)?;
             report.truncated = Some((h.name.clone(), 0, 0));
             h.end.store(SEGMENT_HEADER_SIZE as u64, Ordering::Relaxed);
             break;
@@ -538,6 +541,15 @@ pub fn open(
                     };
                     if unit.is_empty() {
                         unit_start_position = expected;
+                    }
+                    if is_last {
+                        unproven.push_back((at, header.next_position()));
+                        while unproven
+                            .front()
+                            .is_some_and(|&(_, end)| end <= header.durable_position)
+                        {
+                            unproven.pop_front();
+                        }
                     }
                     expected = header.next_position();
                     unit.push((loc, header, payload));
@@ -614,7 +626,8 @@ pub fn open(
         let dropped = data_end - cut;
         tracing::warn!(segment = %h.name, offset = cut, dropped, %why, "truncating torn tail");
         h.file.set_len(cut).map_err(|e| LogError::io(&path, e))?;
-        h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
+        let proven = unproven.front().map_or(cut, |&(at, _)| at).min(cut);
+        sync_at_open(vfs.as_ref(), dir, &h, proven)?;
         h.end.store(cut, Ordering::Relaxed);
         report.truncated = Some((h.name.clone(), cut, dropped));
         break;
@@ -632,19 +645,15 @@ pub fn open(
     // count as durable from here on (the writer records that in the next frame's
     // `durable_position`, which recovery trusts), so make them, and every segment's directory
     // entry, durable before anything new is written.
-    let active_path = dir.join(&active.name);
+    // As far as the disk is known to hold the last segment (frames after it may be the
+    // previous process's, written but never synced).
+    let proven = unproven.front().map_or(written, |&(at, _)| at).min(written);
     if sync_failed {
-        rewrite_after_failed_sync(vfs.as_ref(), &sync_failed_file, &handles, written)?;
+        rewrite_after_failed_sync(vfs.as_ref(), &sync_failed_file, &handles, written, proven)?;
     }
-    active
-        .file
-        .sync_data()
-        .map_err(|e| LogError::io(&active_path, e))?;
+    sync_at_open(vfs.as_ref(), dir, &active, proven)?;
     active.synced.store(written, Ordering::Release);
-    if sync_failed {
-        vfs.remove(&sync_failed_file)
-            .map_err(|e| LogError::io(&sync_failed_file, e))?;
-    }
+    remove_files(vfs.as_ref(), &sync_failed_files)?;
     vfs.sync_dir(dir).map_err(|e| LogError::io(dir, e))?;
     for h in handles {
         publish_segment(&shared, h);
@@ -663,20 +672,63 @@ pub fn open(
     Ok((LogReader { shared }, writer, report))
 }
 
-/// An fdatasync of the previous process failed (it left `file`, naming the segment and the
-/// end of its last successful fdatasync): the segment's bytes after that end may be cached
-/// pages that the kernel will never write (see `Shared::sync_segment`). Writes them again, the
-/// same bytes, and sets the file's size again, so that the next fdatasync writes them; a
+/// After a failed fdatasync the kernel may keep the pages it could not write in its cache,
+/// marked clean (fsyncgate): reads still see the bytes, no later fdatasync writes them, and a
+/// power loss loses them. A log reopened in the same boot would take them for durable, and
+/// frames acknowledged after them would sit behind a hole once the power goes. This leaves
+/// a file in `dir` named for the boot ([`sync_failed_file_name`]) that names the segment and
+/// the end `synced` of its bytes known to be on the disk, unsynced: it only has to outlive the process, not the
+/// machine (after a power loss the cache is gone and recovery reads what is on the disk). The
+/// next open in the same boot writes the segment's bytes after that end again before its
+/// fdatasync, then removes the file (see [`rewrite_after_failed_sync`]). A file already there
+/// is kept: it names an end no later than this one. Best effort: the disk is failing already.
+fn leave_sync_failed_file(vfs: &dyn Vfs, dir: &Path, segment: &str, synced: u64, e: &LogError) {
+    let path = dir.join(sync_failed_file_name(&vfs.boot_id()));
+    if vfs.exists(&path) {
+        return;
+    }
+    let text = format!(
+        "{segment} {synced}\n{e}\nThe segment's bytes after that offset are written again when the log is next opened in this boot.\n"
+    );
+    let left = vfs
+        .create(&path)
+        .and_then(|f| f.write_all_at(text.as_bytes(), 0));
+    if let Err(error) = left {
+        tracing::error!(%error, path = %path.display(), "could not leave the sync failure file");
+    }
+}
+
+/// fdatasyncs a segment during open; a failure leaves the sync failure file naming `synced`,
+/// the end of the segment's bytes known to be on the disk.
+fn sync_at_open(vfs: &dyn Vfs, dir: &Path, h: &SegmentHandle, synced: u64) -> Result<()> {
+    h.file.sync_data().map_err(|e| {
+        let e = LogError::io(dir.join(&h.name), e);
+        leave_sync_failed_file(vfs, dir, &h.name, synced, &e);
+        e
+    })
+}
+
+/// An fdatasync failed before in this boot (it left `file`, naming the segment and the end of
+/// its bytes known to be on the disk): the segment's bytes after that end may be cached
+/// pages that the kernel will never write (see [`leave_sync_failed_file`]). Writes them again,
+/// the same bytes, and sets the file's size again, so that the next fdatasync writes them; a
 /// sealed segment is synced here, the last one (whose recovered end is `written`) by the
-/// caller. Only bytes that were never acknowledged are written: a power loss that tears them
-/// tears an unacknowledged tail. A file of an earlier boot (after which the cache is gone),
-/// one that does not parse, or one that names no segment of the log is ignored.
+/// caller. Bytes after a precise end were never acknowledged, so a power loss that tears them
+/// tears an unacknowledged tail. (Files of earlier boots are not read: the cache is gone, and
+/// recovery has read what is on the disk.) A file that does not parse (its writing failed or
+/// was cut short) or names no segment of the log says only that an fdatasync failed: the last
+/// segment is written again from `proven`, the end of the frames that later frames prove
+/// durable, which may include acknowledged frames (written again with the same bytes).
 fn rewrite_after_failed_sync(
     vfs: &dyn Vfs,
     file: &Path,
     handles: &[Arc<SegmentHandle>],
     written: u64,
+    proven: u64,
 ) -> Result<()> {
+    let Some(last) = handles.len().checked_sub(1) else {
+        return Ok(());
+    };
     let mut text = Vec::new();
     if let Ok(f) = vfs.open(file) {
         let len = f.len().unwrap_or(0).min(4096);
@@ -687,27 +739,23 @@ fn rewrite_after_failed_sync(
     }
     let text = String::from_utf8_lossy(&text);
     let named = text.lines().next().and_then(|l| {
-        let mut words = l.splitn(3, ' ');
-        let name = words.next()?.to_owned();
-        let synced = words.next()?.parse::<u64>().ok()?;
-        Some((name, synced, words.next().unwrap_or_default().to_owned()))
+        let (name, synced) = l.split_once(' ')?;
+        Some((name.to_owned(), synced.parse::<u64>().ok()?))
     });
-    let Some((name, synced, boot)) = named else {
-        tracing::warn!(file = %file.display(), "ignoring a sync failure file that does not parse");
-        return Ok(());
+    let (i, from) = match named {
+        Some((name, synced)) => match handles.iter().position(|h| h.name == name) {
+            Some(i) => (i, synced),
+            None => {
+                tracing::warn!(file = %file.display(), segment = %name, "the sync failure file names no segment of the log; writing the last segment's unproven frames again");
+                (last, proven)
+            }
+        },
+        None => {
+            tracing::warn!(file = %file.display(), "the sync failure file does not parse; writing the last segment's unproven frames again");
+            (last, proven)
+        }
     };
-    if boot != vfs.boot_id() {
-        // The machine restarted since: the cache that held the unwritten pages is gone, and
-        // recovery has read what is on the disk. Writing bytes again now would only risk
-        // tearing them.
-        tracing::info!(file = %file.display(), "a sync failure file of an earlier boot: nothing to write again");
-        return Ok(());
-    }
-    let Some(last) = handles.len().checked_sub(1) else {
-        return Ok(());
-    };
-    let Some((i, h)) = handles.iter().enumerate().find(|(_, h)| h.name == name) else {
-        tracing::warn!(file = %file.display(), segment = %name, "the sync failure file names no segment of the log");
+    let Some(h) = handles.get(i) else {
         return Ok(());
     };
     let end = if i == last {
@@ -716,10 +764,10 @@ fn rewrite_after_failed_sync(
         h.end.load(Ordering::Relaxed)
     };
     let path = file.with_file_name(&h.name);
-    tracing::warn!(segment = %h.name, from = synced, to = end,
+    tracing::warn!(segment = %h.name, from, to = end,
         "an fdatasync failed before: writing the bytes after its last successful one again");
-    let mut buf = vec![0u8; REWRITE_CHUNK_BYTES.min(end.saturating_sub(synced) as usize)];
-    let mut at = synced;
+    let mut buf = vec![0u8; REWRITE_CHUNK_BYTES.min(end.saturating_sub(from) as usize)];
+    let mut at = from;
     while at < end {
         let n = (end - at).min(buf.len() as u64) as usize;
         let chunk = buf.get_mut(..n).unwrap_or_default();
@@ -737,6 +785,14 @@ fn rewrite_after_failed_sync(
     h.file.set_len(len).map_err(|e| LogError::io(&path, e))?;
     if i != last {
         h.file.sync_data().map_err(|e| LogError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes `files` (the sync failure files, once an open has synced what they called for).
+fn remove_files(vfs: &dyn Vfs, files: &[PathBuf]) -> Result<()> {
+    for f in files {
+        vfs.remove(f).map_err(|e| LogError::io(f, e))?;
     }
     Ok(())
 }

@@ -933,7 +933,7 @@ impl Vfs for SimFs {
         s.live_names.contains_key(path) || s.dirs.contains(path)
     }
     fn boot_id(&self) -> String {
-        format!("simulated boot {}", lock(&self.state).boots)
+        format!("simulated-boot-{}", lock(&self.state).boots)
     }
 }
 
