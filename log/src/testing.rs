@@ -620,14 +620,7 @@ impl SimFs {
     /// (for corruption tests). Fails if the file does not exist.
     pub fn damage(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let mut s = lock(&self.state);
-        let ino = *s
-            .live_names
-            .get(path)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let inode = s
-            .inodes
-            .get_mut(ino)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let inode = live_inode(&mut s, path)?;
         write_into(&mut inode.live, offset, bytes);
         write_into(&mut inode.durable, offset, bytes);
         Ok(())
@@ -638,16 +631,7 @@ impl SimFs {
     /// them (the pages stay cached, marked clean). Only writing the bytes again makes them
     /// durable. Fails if the file does not exist.
     pub fn lose_unsynced(&self, path: &Path) -> io::Result<()> {
-        let mut s = lock(&self.state);
-        let ino = *s
-            .live_names
-            .get(path)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let inode = s
-            .inodes
-            .get_mut(ino)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        inode.pending.clear();
+        live_inode(&mut lock(&self.state), path)?.pending.clear();
         Ok(())
     }
 
@@ -688,6 +672,17 @@ impl SimFs {
         });
         Ok(ino)
     }
+}
+
+/// The file a live name refers to.
+fn live_inode<'a>(s: &'a mut SimState, path: &Path) -> io::Result<&'a mut Inode> {
+    let ino = *s
+        .live_names
+        .get(path)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    s.inodes
+        .get_mut(ino)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
 }
 
 /// The durable image of `inode` plus a seeded fate for each pending change.

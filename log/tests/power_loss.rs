@@ -117,22 +117,29 @@ fn run_with_cut(
     }
 }
 
-/// Counted operations of the workload on a copy of `sim`.
-fn count_ops(sim: &SimFs, history: &History, seed: u64, frames: u64, what: &str) -> u64 {
-    let fs = Arc::new(FaultyFs::new(Arc::new(sim.fork())));
-    let mut h = history.clone();
-    run_workload(fs.clone(), &mut h, seed, frames, what)
-        .unwrap_or_else(|e| panic!("{what}: clean run failed: {e}"));
-    fs.ops_so_far()
-}
-
-/// fdatasyncs of the workload on a copy of `sim`.
-fn count_syncs(sim: &SimFs, history: &History, seed: u64, frames: u64, what: &str) -> u64 {
+/// The counted operations of a clean run of the workload on a copy of `sim`, in order.
+fn clean_run_ops(
+    sim: &SimFs,
+    history: &History,
+    seed: u64,
+    frames: u64,
+    what: &str,
+) -> Vec<OpKind> {
     let fs = Arc::new(FaultyFs::new(Arc::new(sim.fork())));
     let mut h = history.clone();
     run_workload(fs.clone(), &mut h, seed, frames, what)
         .unwrap_or_else(|e| panic!("{what}: clean run failed: {e}"));
     fs.op_kinds()
+}
+
+/// Counted operations of the workload on a copy of `sim`.
+fn count_ops(sim: &SimFs, history: &History, seed: u64, frames: u64, what: &str) -> u64 {
+    clean_run_ops(sim, history, seed, frames, what).len() as u64
+}
+
+/// fdatasyncs of the workload on a copy of `sim`.
+fn count_syncs(sim: &SimFs, history: &History, seed: u64, frames: u64, what: &str) -> u64 {
+    clean_run_ops(sim, history, seed, frames, what)
         .iter()
         .filter(|&&k| k == OpKind::SyncData)
         .count() as u64

@@ -57,6 +57,15 @@ fn two_acknowledged_two_pending(
     (opened, pending)
 }
 
+/// Acknowledges attempts 0 and 1 on a new log and fails the fdatasync of 2 and 3 the kernel's
+/// way; the process then stops.
+fn fail_a_group(sim: &Arc<SimFs>, attempts: &[Attempt]) {
+    let (log, pending) = two_acknowledged_two_pending(sim.clone(), attempts);
+    sim.fail_sync(0);
+    assert!(pending.sync().is_err(), "the injected fdatasync failure");
+    drop(log);
+}
+
 /// Reopens on the live state (the same boot), checks the log holds attempts 0 to 3 (the
 /// failed group's frames, whole in the cache, are kept: they were never acknowledged),
 /// acknowledges attempt 4, then cuts the power with 64 seeds: each must recover all five.
@@ -135,10 +144,7 @@ fn a_file_without_its_text_still_has_the_tail_written_again() {
 fn the_file_outlives_a_reopen_that_fails_again() {
     let sim = Arc::new(SimFs::new());
     let attempts = attempts();
-    let (log, pending) = two_acknowledged_two_pending(sim.clone(), &attempts);
-    sim.fail_sync(0);
-    assert!(pending.sync().is_err());
-    drop(log);
+    fail_a_group(&sim, &attempts);
     sim.fail_sync(0);
     assert!(open_collect(sim.clone() as Arc<dyn Vfs>, dir()).is_err());
     assert!(sim.live_bytes(&failure_file(&sim)).is_some());
@@ -151,10 +157,7 @@ fn the_file_outlives_a_reopen_that_fails_again() {
 fn a_file_of_an_earlier_boot_is_only_removed() {
     let sim = Arc::new(SimFs::new());
     let attempts = attempts();
-    let (log, pending) = two_acknowledged_two_pending(sim.clone(), &attempts);
-    sim.fail_sync(0);
-    assert!(pending.sync().is_err());
-    drop(log);
+    fail_a_group(&sim, &attempts);
     let earlier = failure_file(&sim);
     for seed in 0..64 {
         let crashed = Arc::new(sim.crash(seed));
