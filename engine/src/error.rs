@@ -73,12 +73,14 @@ pub enum StoreError {
     /// group gets the underlying error itself); the store is now read-only until reopened.
     #[error("the write of this append failed ({0}); the store is now read-only until reopened")]
     WriteFailed(String),
-    /// The index could not be written for [`crate::SEGMENTS_HELD_MAX`] sealed segments, whose
-    /// index data is held in memory instead: appends are refused so that memory does not grow
-    /// without bound. Reads keep working; reopening the store rebuilds the index from the log.
-    #[error("appends are refused: the index could not be written for {segments} sealed segments (first failure: {reason}); reads keep working, and reopening the store rebuilds the index from the log")]
+    /// The index files of [`crate::SEGMENTS_HELD_MAX`] or more sealed segments could not be
+    /// written, and their index entries are held in memory instead: new appends are refused
+    /// so that memory does not grow without bound, until retries write the files (repeats of
+    /// stored events are still answered). Reads keep working; reopening the store rebuilds
+    /// the index from the log.
+    #[error("appends are refused: the index files of {segments} sealed segments could not be written (latest failure: {reason}); reads keep working, the files are retried, and reopening the store rebuilds the index from the log")]
     IndexFailed {
-        /// The first failure.
+        /// The latest failure.
         reason: String,
         /// Sealed segments held in memory.
         segments: u64,

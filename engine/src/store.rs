@@ -54,10 +54,14 @@ const INDEXER_GATHER: Duration = Duration::from_millis(10);
 /// How often the indexer drains its queue while gathering.
 const INDEXER_GATHER_SLICE: Duration = Duration::from_millis(5);
 
-/// Sealed segments whose index files or rows the indexer could not write, kept in memory
-/// instead (their batches in the recent index, their ids with the writer), before appends are
-/// refused with [`StoreError::IndexFailed`]: a failing index disk costs memory up to this many
-/// segments' worth, never without bound. Reopening rebuilds what is missing from the log.
+/// Sealed segments whose index files the indexer could not write, kept in memory instead
+/// (their batches in the recent index, their ids with the writer) and retried about once per
+/// index checkpoint interval, before appends are refused with [`StoreError::IndexFailed`]: a
+/// failing index disk costs memory of this many segments' index entries (plus the active
+/// segment's, and those sealed while the indexer catches up with the writer), never without
+/// bound. Appends are taken again once retries bring the number below this; reopening
+/// rebuilds what is missing from the log. After a failed write of the index database itself
+/// (redb refuses every call after an I/O error until it is reopened) only a reopen helps.
 pub const SEGMENTS_HELD_MAX: u64 = 4;
 
 /// State shared by the API, the writer and the indexer.
@@ -72,9 +76,10 @@ pub(crate) struct Inner {
     pub recent: Mutex<Recent>,
     pub heads: RwLock<StreamHeads>,
     pub poisoned: AtomicBool,
-    /// Why appends are refused since the indexer fell too far behind a failure (see
-    /// [`SEGMENTS_HELD_MAX`]); `appends_refused` is its fast check.
-    pub index_failure: Mutex<Option<String>>,
+    /// The indexer's latest failure to write a sealed segment's files, and how many such
+    /// segments it holds in memory (see [`SEGMENTS_HELD_MAX`]); `appends_refused` is the
+    /// fast check of whether they are too many.
+    pub index_failure: Mutex<(String, u64)>,
     pub appends_refused: AtomicBool,
     pub durable_position: AtomicU64,
     /// Committed position, for blocking subscribers.
@@ -95,18 +100,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// Refuses every later append with [`StoreError::IndexFailed`] naming `why`.
-    pub fn refuse_appends(&self, why: &str) {
+    /// Records that `held` sealed segments are held in memory for want of their index files
+    /// (`why`: the latest failure): appends are refused with [`StoreError::IndexFailed`]
+    /// while they number [`SEGMENTS_HELD_MAX`] or more, and taken again once retries bring
+    /// them below.
+    pub fn hold_segments(&self, held: u64, why: &str) {
         let mut failure = lock(&self.index_failure);
-        if failure.is_none() {
+        let refuse = held >= SEGMENTS_HELD_MAX;
+        if refuse && !self.appends_refused.load(Ordering::Acquire) {
             tracing::error!(
+                held,
                 reason = why,
-                held = SEGMENTS_HELD_MAX,
-                "the index has failed for {SEGMENTS_HELD_MAX} sealed segments; appends are refused until the store is reopened"
+                "the index files of {held} sealed segments are unwritten; appends are refused until they are written or the store is reopened"
             );
-            *failure = Some(why.to_owned());
-            self.appends_refused.store(true, Ordering::Release);
         }
+        if !why.is_empty() {
+            failure.0 = why.to_owned();
+        }
+        failure.1 = held;
+        self.appends_refused.store(refuse, Ordering::Release);
     }
 
     /// Why appends are refused, if they are.
@@ -114,9 +126,10 @@ impl Inner {
         if !self.appends_refused.load(Ordering::Acquire) {
             return None;
         }
+        let failure = lock(&self.index_failure);
         Some(StoreError::IndexFailed {
-            reason: lock(&self.index_failure).clone().unwrap_or_default(),
-            segments: SEGMENTS_HELD_MAX,
+            reason: failure.0.clone(),
+            segments: failure.1,
         })
     }
 
@@ -427,9 +440,9 @@ impl Inner {
                     if self.streams.read_chunk(c).is_err() {
                         self.streams.discard(c.segment);
                         let heads = self.heads.read().unwrap_or_else(|p| p.into_inner()).clone();
-                        let (_, entries) =
+                        let (_, mut entries) =
                             scan_segment(&self.reader, c.segment, Some(&heads), false)?;
-                        self.streams.write_segment(c.segment, entries)?;
+                        self.streams.write_segment(c.segment, &mut entries)?;
                     }
                 }
                 Ok(self.streams.read_chunk(c)?)
@@ -792,8 +805,8 @@ impl<'a> SegmentCollector<'a> {
                     self.ids.write_segment(sealed, &self.id_map)?;
                 }
                 if self.collect_streams {
-                    self.streams
-                        .write_segment(sealed, std::mem::take(&mut self.entries))?;
+                    self.streams.write_segment(sealed, &mut self.entries)?;
+                    self.entries.clear();
                 }
             }
             self.segment = Some(loc.segment);
@@ -1127,13 +1140,13 @@ impl Store {
             let need_ids = !ids.has_segment(s);
             let need_streams = !streams.has_segment(s);
             if need_ids || need_streams {
-                let (m, entries) =
+                let (m, mut entries) =
                     scan_segment(&reader, s, need_streams.then_some(&heads), need_ids)?;
                 if need_ids {
                     ids.write_segment(s, &m)?;
                 }
                 if need_streams {
-                    streams.write_segment(s, entries)?;
+                    streams.write_segment(s, &mut entries)?;
                 }
             }
         }
@@ -1147,8 +1160,8 @@ impl Store {
                     Err(e) => {
                         tracing::warn!(error = %e, "damaged stream index file; rebuilding it");
                         streams.discard(s);
-                        let (_, entries) = scan_segment(&reader, s, Some(&heads), false)?;
-                        streams.write_segment(s, entries)?
+                        let (_, mut entries) = scan_segment(&reader, s, Some(&heads), false)?;
+                        streams.write_segment(s, &mut entries)?
                     }
                 };
                 index.add_stream_chunks(s, &rows)?;
@@ -1172,7 +1185,7 @@ impl Store {
             recent: Mutex::new(recent),
             heads: RwLock::new(heads.clone()),
             poisoned: AtomicBool::new(false),
-            index_failure: Mutex::new(None),
+            index_failure: Mutex::new((String::new(), 0)),
             appends_refused: AtomicBool::new(false),
             durable_position: AtomicU64::new(committed),
             committed: (Mutex::new(committed), Condvar::new()),
@@ -1749,6 +1762,45 @@ fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What of a sealed segment the indexer has still to write: its id file (the ids, which the
+/// writer keeps in memory meanwhile), and its stream index file with the file's chunks in
+/// the index (the batches, which the recent index keeps meanwhile). `None` once written.
+struct Unwritten {
+    ids: Option<Arc<IdMap>>,
+    entries: Option<Vec<StreamEntry>>,
+}
+
+impl Unwritten {
+    /// Writes what is left, in that order; returns the first failure. With `index_failed`
+    /// (redb refuses writes since an earlier failure) the stream index file waits.
+    fn write(&mut self, inner: &Inner, segment: u64, index_failed: bool) -> Result<(), String> {
+        if let Some(ids) = &self.ids {
+            inner
+                .ids
+                .write_segment(segment, ids)
+                .map_err(|e| format!("writing an id file: {e}"))?;
+            self.ids = None;
+        }
+        if let Some(entries) = &mut self.entries {
+            if index_failed {
+                return Err("the index database failed earlier; reopen the store".into());
+            }
+            let rows = inner
+                .streams
+                .write_segment(segment, entries)
+                .map_err(|e| format!("writing a stream index file: {e}"))?;
+            inner
+                .index
+                .add_stream_chunks(segment, &rows)
+                .map_err(|e| format!("registering a stream index file: {e}"))?;
+            self.entries = None;
+            // The batches are readable from the file now: free their memory.
+            lock(&inner.recent).remove_segment(segment);
+        }
+        Ok(())
+    }
+}
+
 /// Applies committed frames to the persistent index behind the writer, writes the id files and
 /// stream index files of sealed segments, and checkpoints durably about once per `interval`.
 /// `active` is the active segment and the stream batches it held when the store opened.
@@ -1768,16 +1820,18 @@ fn run_indexer(
     // as of it: made durable once the log catches up (under `Interval` durability with
     // steady appends, the newest frame applied is almost never durable at a due moment).
     let mut lagging: Option<(Checkpoint, Vec<(String, StreamHead)>)> = None;
+    // Set when a redb write failed: redb answers every later call with an error until it is
+    // reopened, so the index's rows are not retried (the store's reopen rebuilds them).
     let mut failed = false;
-    // The first failure, and how many sealed segments are held in memory since.
-    let mut first_failure: Option<String> = None;
-    let mut held = 0u64;
-    let fail = |first: &mut Option<String>, what: &str, e: &dyn std::fmt::Display| {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
         // The index is derived: reads keep working from the recent index and the log, and
         // the next open rebuilds what is missing.
         tracing::error!(error = %e, "{what} failed; it will be rebuilt on the next open");
-        first.get_or_insert_with(|| format!("{what}: {e}"));
     };
+    // Sealed segments whose files could not be written yet, held in memory and retried
+    // every `interval`; appends are refused while `SEGMENTS_HELD_MAX` of them are held.
+    let mut held: BTreeMap<u64, Unwritten> = BTreeMap::new();
+    let mut last_retry = Instant::now();
     let mut open = true;
     while open {
         let mut msgs = Vec::new();
@@ -1819,38 +1873,34 @@ fn run_indexer(
                     frames.extend(f);
                 }
                 IndexerMsg::Sealed(segment, ids) => {
-                    let mut persisted = true;
-                    if let Err(e) = inner.ids.write_segment(segment, &ids) {
-                        fail(&mut first_failure, "writing an id file", &e);
-                        persisted = false;
-                    }
                     // Every frame of the sealed segment came before this message.
-                    let entries = unsealed.remove(&segment).unwrap_or_default();
-                    if failed {
-                        persisted = false;
-                    } else {
-                        let written = inner
-                            .streams
-                            .write_segment(segment, entries)
-                            .and_then(|rows| inner.index.add_stream_chunks(segment, &rows));
-                        match written {
-                            // The batches are readable from the file now: free their memory.
-                            Ok(()) => lock(&inner.recent).remove_segment(segment),
-                            // Reads keep finding the batches in the recent index.
-                            Err(e) => {
-                                fail(&mut first_failure, "writing a stream index file", &e);
-                                persisted = false;
-                            }
-                        }
-                    }
-                    if !persisted {
-                        held += 1;
-                        if held >= SEGMENTS_HELD_MAX {
-                            inner.refuse_appends(first_failure.as_deref().unwrap_or("the index"));
-                        }
+                    let mut unwritten = Unwritten {
+                        ids: Some(ids),
+                        entries: unsealed.remove(&segment),
+                    };
+                    if let Err(e) = unwritten.write(&inner, segment, failed) {
+                        tracing::error!(segment, error = %e, "a sealed segment's index files could not be written; held in memory and retried");
+                        held.insert(segment, unwritten);
+                        inner.hold_segments(held.len() as u64, &e);
                     }
                 }
             }
+        }
+        if !held.is_empty() && last_retry.elapsed() >= interval {
+            last_retry = Instant::now();
+            let mut latest = None;
+            held.retain(|&segment, unwritten| match unwritten.write(&inner, segment, failed) {
+                Ok(()) => {
+                    tracing::info!(segment, "a held segment's index files are written");
+                    false
+                }
+                Err(e) => {
+                    tracing::debug!(segment, error = %e, "a held segment's index files are still unwritten");
+                    latest = Some(e);
+                    true
+                }
+            });
+            inner.hold_segments(held.len() as u64, latest.as_deref().unwrap_or_default());
         }
         if !frames.is_empty() && !failed {
             match inner.index.apply(&frames) {
@@ -1878,7 +1928,7 @@ fn run_indexer(
                 }
                 Err(e) => {
                     failed = true;
-                    fail(&mut first_failure, "index apply", &e);
+                    fail("index apply", &e);
                 }
             }
         }
@@ -1892,7 +1942,7 @@ fn run_indexer(
                     Ok(()) => last_durable = Instant::now(),
                     Err(e) => {
                         failed = true;
-                        fail(&mut first_failure, "index checkpoint", &e);
+                        fail("index checkpoint", &e);
                     }
                 }
             }
@@ -1910,7 +1960,7 @@ fn run_indexer(
                     Ok(()) => last_durable = Instant::now(),
                     Err(e) => {
                         failed = true;
-                        fail(&mut first_failure, "index flush", &e);
+                        fail("index flush", &e);
                     }
                 }
             }
@@ -1926,7 +1976,7 @@ fn run_indexer(
                     }
                     Err(e) => {
                         failed = true;
-                        fail(&mut first_failure, "index checkpoint", &e);
+                        fail("index checkpoint", &e);
                     }
                 }
             }

@@ -639,9 +639,6 @@ impl Writer {
         if self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
-        if let Some(e) = self.inner.appends_refused() {
-            return Err(e);
-        }
         // Idempotency: look every id up (the list of places is made only if one is found).
         // `hashes` are the ids' hashes in the map, made by `run` for the whole group (made
         // here should they not match the events).
@@ -667,6 +664,11 @@ impl Writer {
         }
         if let Some(found) = found {
             return self.check_repeat(parts, &found);
+        }
+        // A repeat of stored events writes nothing and is answered above; anything new waits
+        // for the index to catch up with its failures (see `SEGMENTS_HELD_MAX`).
+        if let Some(e) = self.inner.appends_refused() {
+            return Err(e);
         }
         // Expected versions against the heads.
         let mut firsts = std::mem::take(&mut self.firsts);

@@ -392,14 +392,15 @@ impl StreamFiles {
     }
 
     /// Writes the file of a sealed segment (temp file, rename) and starts using it; returns
-    /// its chunks for the persistent index. `entries` need not be sorted.
+    /// its chunks for the persistent index. `entries` need not be sorted (they are sorted in
+    /// place, and kept for a retry should the write fail).
     pub fn write_segment(
         &self,
         segment: u64,
-        mut entries: Vec<StreamEntry>,
+        entries: &mut [StreamEntry],
     ) -> Result<Vec<ChunkRow>> {
         entries.sort_unstable_by_key(|e| (e.stream_number, e.first_version));
-        let bytes = encode_file(segment, &entries);
+        let bytes = encode_file(segment, entries);
         let path = self.dir.join(file_name(segment));
         let tmp = self.dir.join(format!("{}.tmp", file_name(segment)));
         {
@@ -414,7 +415,7 @@ impl StreamFiles {
             .insert(segment, loaded);
         Ok(chunks(
             segment,
-            &entries,
+            entries,
             bytes.get(HEADER_SIZE..).unwrap_or_default(),
         ))
     }
@@ -508,8 +509,8 @@ mod tests {
     fn chunks_read_the_same_without_a_map() {
         let dir = tempfile::tempdir().unwrap();
         let files = StreamFiles::open(dir.path()).unwrap();
-        let entries: Vec<StreamEntry> = (0..200).map(|v| entry(v % 3, v, 1)).collect();
-        let rows = files.write_segment(8, entries).unwrap();
+        let mut entries: Vec<StreamEntry> = (0..200).map(|v| entry(v % 3, v, 1)).collect();
+        let rows = files.write_segment(8, &mut entries).unwrap();
         let mapped: Vec<_> = rows.iter().map(|r| files.read_chunk(r).unwrap()).collect();
         assert!(files.get(8).unwrap().map.is_some(), "read through a map");
         // As when the file cannot be mapped: the same chunks come from `pread`.
@@ -538,7 +539,7 @@ mod tests {
         // Stream 1: 300 single-event batches (three chunks); stream 0: one batch of 5.
         let mut entries: Vec<StreamEntry> = (0..300).rev().map(|v| entry(1, v, 1)).collect();
         entries.push(entry(0, 0, 5));
-        let rows = files.write_segment(64, entries).unwrap();
+        let rows = files.write_segment(64, &mut entries).unwrap();
         assert_eq!(
             rows.iter()
                 .map(|r| (
