@@ -713,8 +713,9 @@ fn sync_at_open(vfs: &dyn Vfs, dir: &Path, h: &SegmentHandle, synced: u64) -> Re
 /// pages that the kernel will never write (see [`leave_sync_failed_file`]). Writes them again,
 /// the same bytes, and sets the file's size again, so that the next fdatasync writes them; a
 /// sealed segment is synced here, the last one (whose recovered end is `written`) by the
-/// caller. Bytes after a precise end were never acknowledged, so a power loss that tears them
-/// tears an unacknowledged tail. (Files of earlier boots are not read: the cache is gone, and
+/// caller. Bytes after a precise end were never synced (so never acknowledged under `Always`
+/// durability; under the relaxed modes, acknowledged without the promise to survive a power
+/// loss), so a power loss that tears them tears a tail that may be lost. (Files of earlier boots are not read: the cache is gone, and
 /// recovery has read what is on the disk.) A file that does not parse (its writing failed or
 /// was cut short) or names no segment of the log says only that an fdatasync failed: the last
 /// segment is written again from `proven`, the end of the frames that later frames prove
