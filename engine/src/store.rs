@@ -1876,7 +1876,7 @@ fn run_indexer(
                     // Every frame of the sealed segment came before this message.
                     let mut unwritten = Unwritten {
                         ids: Some(ids),
-                        entries: unsealed.remove(&segment),
+                        entries: Some(unsealed.remove(&segment).unwrap_or_default()),
                     };
                     if let Err(e) = unwritten.write(&inner, segment, failed) {
                         tracing::error!(segment, error = %e, "a sealed segment's index files could not be written; held in memory and retried");
