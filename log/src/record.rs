@@ -528,7 +528,7 @@ impl<'a> Reader<'a> {
 }
 
 /// `bytes` as text if they are UTF-8. Most text fields (types, sources, content types,
-/// stream ids) are short ASCII strings, which [`ascii`] settles in a few instructions;
+/// stream ids) are short ASCII strings, which `ascii` settles in a few instructions;
 /// `std::str::from_utf8` walks short inputs byte by byte.
 #[inline]
 pub fn utf8(bytes: &[u8]) -> Option<&str> {
