@@ -61,8 +61,8 @@ impl Recent {
 
     /// Forgets the batches of `segment`, whose stream index file is written and registered.
     /// Only that segment's: an earlier segment whose file could not be written keeps its
-    /// batches here, the only place reads find them until the store is reopened (and its file
-    /// rebuilt).
+    /// batches here, the only place reads find them until the file is written (by the
+    /// indexer's retries, or rebuilt by a reopen).
     pub fn remove_segment(&mut self, segment: u64) {
         self.batches.retain(|_, v| {
             v.retain(|e| e.location.segment != segment);

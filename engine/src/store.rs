@@ -1772,8 +1772,14 @@ struct Unwritten {
 
 impl Unwritten {
     /// Writes what is left, in that order; returns the first failure. With `index_failed`
-    /// (redb refuses writes since an earlier failure) the stream index file waits.
-    fn write(&mut self, inner: &Inner, segment: u64, index_failed: bool) -> Result<(), String> {
+    /// (redb refuses writes since an earlier failure) the stream index file waits; a failure
+    /// to register the file's chunks in redb sets it.
+    fn write(
+        &mut self,
+        inner: &Inner,
+        segment: u64,
+        index_failed: &mut bool,
+    ) -> Result<(), String> {
         if let Some(ids) = &self.ids {
             inner
                 .ids
@@ -1782,17 +1788,17 @@ impl Unwritten {
             self.ids = None;
         }
         if let Some(entries) = &mut self.entries {
-            if index_failed {
+            if *index_failed {
                 return Err("the index database failed earlier; reopen the store".into());
             }
             let rows = inner
                 .streams
                 .write_segment(segment, entries)
                 .map_err(|e| format!("writing a stream index file: {e}"))?;
-            inner
-                .index
-                .add_stream_chunks(segment, &rows)
-                .map_err(|e| format!("registering a stream index file: {e}"))?;
+            if let Err(e) = inner.index.add_stream_chunks(segment, &rows) {
+                *index_failed = true;
+                return Err(format!("registering a stream index file: {e}"));
+            }
             self.entries = None;
             // The batches are readable from the file now: free their memory.
             lock(&inner.recent).remove_segment(segment);
@@ -1878,7 +1884,7 @@ fn run_indexer(
                         ids: Some(ids),
                         entries: Some(unsealed.remove(&segment).unwrap_or_default()),
                     };
-                    if let Err(e) = unwritten.write(&inner, segment, failed) {
+                    if let Err(e) = unwritten.write(&inner, segment, &mut failed) {
                         tracing::error!(segment, error = %e, "a sealed segment's index files could not be written; held in memory and retried");
                         held.insert(segment, unwritten);
                         inner.hold_segments(held.len() as u64, &e);
@@ -1889,7 +1895,7 @@ fn run_indexer(
         if !held.is_empty() && last_retry.elapsed() >= interval {
             last_retry = Instant::now();
             let mut latest = None;
-            held.retain(|&segment, unwritten| match unwritten.write(&inner, segment, failed) {
+            held.retain(|&segment, unwritten| match unwritten.write(&inner, segment, &mut failed) {
                 Ok(()) => {
                     tracing::info!(segment, "a held segment's index files are written");
                     false

@@ -626,8 +626,7 @@ pub fn open(
         let dropped = data_end - cut;
         tracing::warn!(segment = %h.name, offset = cut, dropped, %why, "truncating torn tail");
         h.file.set_len(cut).map_err(|e| LogError::io(&path, e))?;
-        let proven = unproven.front().map_or(cut, |&(at, _)| at).min(cut);
-        sync_at_open(vfs.as_ref(), dir, &h, proven)?;
+        sync_at_open(vfs.as_ref(), dir, &h, proven_end(&unproven, cut))?;
         h.end.store(cut, Ordering::Relaxed);
         report.truncated = Some((h.name.clone(), cut, dropped));
         break;
@@ -647,7 +646,7 @@ pub fn open(
     // entry, durable before anything new is written.
     // As far as the disk is known to hold the last segment (frames after it may be the
     // previous process's, written but never synced).
-    let proven = unproven.front().map_or(written, |&(at, _)| at).min(written);
+    let proven = proven_end(&unproven, written);
     if sync_failed {
         rewrite_after_failed_sync(vfs.as_ref(), &sync_failed_file, &handles, written, proven)?;
     }
@@ -698,6 +697,19 @@ fn leave_sync_failed_file(vfs: &dyn Vfs, dir: &Path, segment: &str, synced: u64,
     }
 }
 
+/// How far the disk is known to hold the last segment, whose data ends at `end`: up to its
+/// first frame that no later frame proves durable (`unproven`, oldest first). A proven frame
+/// proves the header before it; with none proven, nothing is known, not even the header (the
+/// segment's creation may be what failed).
+fn proven_end(unproven: &VecDeque<(u64, u64)>, end: u64) -> u64 {
+    let proven = unproven.front().map_or(end, |&(at, _)| at).min(end);
+    if proven <= SEGMENT_HEADER_SIZE as u64 {
+        0
+    } else {
+        proven
+    }
+}
+
 /// fdatasyncs a segment during open; a failure leaves the sync failure file naming `synced`,
 /// the end of the segment's bytes known to be on the disk.
 fn sync_at_open(vfs: &dyn Vfs, dir: &Path, h: &SegmentHandle, synced: u64) -> Result<()> {
@@ -713,9 +725,11 @@ fn sync_at_open(vfs: &dyn Vfs, dir: &Path, h: &SegmentHandle, synced: u64) -> Re
 /// pages that the kernel will never write (see [`leave_sync_failed_file`]). Writes them again,
 /// the same bytes, and sets the file's size again, so that the next fdatasync writes them; a
 /// sealed segment is synced here, the last one (whose recovered end is `written`) by the
-/// caller. Bytes after a precise end were never synced (so never acknowledged under `Always`
-/// durability; under the relaxed modes, acknowledged without the promise to survive a power
-/// loss), so a power loss that tears them tears a tail that may be lost. (Files of earlier boots are not read: the cache is gone, and
+/// caller. Bytes after the end a failed fdatasync of a running log named were never synced
+/// (so never acknowledged under `Always` durability; under the relaxed modes, acknowledged
+/// without the promise to survive a power loss), so a power loss that tears them tears a tail
+/// that may be lost. The end an open names (see [`proven_end`]) may come before acknowledged
+/// frames, which are then written again with the same bytes. (Files of earlier boots are not read: the cache is gone, and
 /// recovery has read what is on the disk.) A file that does not parse (its writing failed or
 /// was cut short) or names no segment of the log says only that an fdatasync failed: the last
 /// segment is written again from `proven`, the end of the frames that later frames prove
