@@ -941,11 +941,20 @@ pub struct StoreInfo {
     pub stream_files: usize,
 }
 
+/// How many of the `sealed` segments are not in `found`.
+fn sealed_count_missing(sealed: &[u64], found: &HashSet<u64>) -> usize {
+    sealed.iter().filter(|s| !found.contains(s)).count()
+}
+
 /// What open found and did.
 #[derive(Debug, Clone)]
 pub struct OpenReport {
     /// Whether the index was rebuilt from the log.
     pub index_rebuilt: bool,
+    /// Sealed segments' event-id files written by this open (missing, or dropped as damaged).
+    pub id_files_rebuilt: usize,
+    /// Sealed segments' stream index files written by this open (missing, or damaged).
+    pub stream_files_rebuilt: usize,
     /// What log recovery did.
     pub log: orchestrix_log::RecoveryReport,
 }
@@ -1027,6 +1036,11 @@ impl Store {
         let ids = IdIndex::open(&dir.join(IDS_DIR))?;
         // Stream batches likewise: one file per sealed segment, the active one's in memory.
         let streams = StreamFiles::open(&dir.join(STREAMS_DIR))?;
+        // The sealed segments' files found (and not dropped as damaged): those written by
+        // this open are reported as rebuilt.
+        let id_files_found: HashSet<u64> = ids.segments().into_iter().collect();
+        let stream_files_found: HashSet<u64> = streams.segments().into_iter().collect();
+        let mut stream_files_damaged = 0;
         let mut rebuilt = false;
         let mut attempt = 0;
         let (index, reader, log_writer, report, heads, collected) = loop {
@@ -1159,6 +1173,7 @@ impl Store {
                     Ok(rows) => rows,
                     Err(e) => {
                         tracing::warn!(error = %e, "damaged stream index file; rebuilding it");
+                        stream_files_damaged += 1;
                         streams.discard(s);
                         let (_, mut entries) = scan_segment(&reader, s, Some(&heads), false)?;
                         streams.write_segment(s, &mut entries)?
@@ -1293,6 +1308,9 @@ impl Store {
             store,
             OpenReport {
                 index_rebuilt: rebuilt,
+                id_files_rebuilt: sealed_count_missing(sealed, &id_files_found),
+                stream_files_rebuilt: sealed_count_missing(sealed, &stream_files_found)
+                    + stream_files_damaged,
                 log: report,
             },
         ))

@@ -362,6 +362,51 @@ fn verify_says_what_open_repaired() {
 }
 
 #[test]
+fn verify_says_which_index_files_open_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = p(&dir);
+    small_store(d, &["--writers", "2"]);
+    // A segment's file in ids/ or streams/ (ids/ also holds files of groups of segments).
+    let files = |sub: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == sub))
+            .collect();
+        v.sort();
+        v
+    };
+    let (ids, streams) = (files("ids"), files("streams"));
+    assert!(ids.len() >= 2 && streams.len() >= 2, "{ids:?} {streams:?}");
+    // Two id files and one stream index file lost.
+    std::fs::remove_file(&ids[0]).unwrap();
+    std::fs::remove_file(&ids[1]).unwrap();
+    std::fs::remove_file(&streams[0]).unwrap();
+
+    let o = orchestrix(&["verify", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("open rebuilt 2 event-id files from the log"),
+        "{out}"
+    );
+    assert!(
+        out.contains("open rebuilt 1 stream index file from the log"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("ok: 400 events verified"), "{out}");
+    assert_eq!(
+        (files("ids"), files("streams")),
+        (ids, streams),
+        "the files are back"
+    );
+    // Nothing left to repair the second time.
+    let o = orchestrix(&["verify", d]);
+    assert_eq!(stdout(&o).trim(), "ok: 400 events verified");
+}
+
+#[test]
 fn bench_json_reports_all_events() {
     let o = orchestrix(&["bench", "--events", "2000", "--sync", "never", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));

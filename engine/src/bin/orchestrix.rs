@@ -556,6 +556,15 @@ fn verify(a: VerifyArgs) -> CliResult {
     if report.index_rebuilt {
         writeln!(out, "open rebuilt the index from the log")?;
     }
+    for (n, what) in [
+        (report.id_files_rebuilt, "event-id file"),
+        (report.stream_files_rebuilt, "stream index file"),
+    ] {
+        if n > 0 {
+            let s = if n == 1 { "" } else { "s" };
+            writeln!(out, "open rebuilt {n} {what}{s} from the log")?;
+        }
+    }
     writeln!(out, "ok: {n} events verified")?;
     out.flush()?;
     Ok(())
