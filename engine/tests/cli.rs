@@ -294,15 +294,20 @@ fn small_store(d: &str, extra: &[&str]) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// The segment files of the store in `dir`, oldest first.
-fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut segs: Vec<_> = std::fs::read_dir(dir.join("log"))
+/// The files of `dir`'s subdirectory `sub` named `*.ext`, oldest segment first.
+fn files_in(dir: &Path, sub: &str, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join(sub))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
         .collect();
-    segs.sort();
-    segs
+    files.sort();
+    files
+}
+
+/// The segment files of the store in `dir`, oldest first.
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    files_in(dir, "log", "seg")
 }
 
 #[test]
@@ -368,15 +373,7 @@ fn verify_says_which_index_files_open_rebuilt() {
     let d = p(&dir);
     small_store(d, &["--writers", "2"]);
     // A segment's file in ids/ or streams/ (ids/ also holds files of groups of segments).
-    let files = |sub: &str| -> Vec<std::path::PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(dir.join(sub))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == sub))
-            .collect();
-        v.sort();
-        v
-    };
+    let files = |sub: &str| files_in(&dir, sub, sub);
     let (ids, streams) = (files("ids"), files("streams"));
     assert!(ids.len() >= 2 && streams.len() >= 2, "{ids:?} {streams:?}");
     // Two id files and one stream index file lost.
