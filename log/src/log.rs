@@ -347,13 +347,12 @@ pub fn open(
         sync_failed: Mutex::new(false),
     });
     let mut report = RecoveryReport::default();
-    let firsts = segment::list(vfs.as_ref(), dir)?;
+    let names = vfs.list(dir).map_err(|e| LogError::io(dir, e))?;
+    let firsts = segment::firsts(&names);
     // Files left by failed fdatasyncs: only one of this boot calls for writing bytes again;
     // all of them are removed once this open has synced.
-    let sync_failed_files: Vec<PathBuf> = vfs
-        .list(dir)
-        .map_err(|e| LogError::io(dir, e))?
-        .into_iter()
+    let sync_failed_files: Vec<PathBuf> = names
+        .iter()
         .filter(|n| n.starts_with(SYNC_FAILED_PREFIX))
         .map(|n| dir.join(n))
         .collect();

@@ -84,14 +84,15 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 
 /// The first positions of all segments in `dir`, ascending.
 pub fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
-    let mut v: Vec<u64> = vfs
-        .list(dir)
-        .map_err(|e| LogError::io(dir, e))?
-        .iter()
-        .filter_map(|n| parse_file_name(n))
-        .collect();
+    let names = vfs.list(dir).map_err(|e| LogError::io(dir, e))?;
+    Ok(firsts(&names))
+}
+
+/// The first positions of the segments among a directory's file `names`, ascending.
+pub fn firsts(names: &[String]) -> Vec<u64> {
+    let mut v: Vec<u64> = names.iter().filter_map(|n| parse_file_name(n)).collect();
     v.sort_unstable();
-    Ok(v)
+    v
 }
 
 #[cfg(test)]
