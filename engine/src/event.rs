@@ -21,6 +21,26 @@ pub enum ExpectedVersion {
     Exact(u64),
 }
 
+impl ExpectedVersion {
+    /// Whether a stream whose last version is `current` (`None`: no such stream) meets this
+    /// expectation.
+    ///
+    /// ```
+    /// use orchestrix::ExpectedVersion;
+    /// assert!(ExpectedVersion::Exact(4).holds(Some(4)));
+    /// assert!(!ExpectedVersion::NoStream.holds(Some(0)));
+    /// assert!(ExpectedVersion::StreamExists.holds(Some(0)));
+    /// ```
+    pub fn holds(self, current: Option<u64>) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current.is_none(),
+            ExpectedVersion::StreamExists => current.is_some(),
+            ExpectedVersion::Exact(v) => current == Some(v),
+        }
+    }
+}
+
 /// Which way to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

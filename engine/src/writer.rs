@@ -675,13 +675,7 @@ impl Writer {
         firsts.clear();
         for p in parts.iter() {
             let current = self.heads.get(&p.stream).map(|h| h.version);
-            let ok = match p.expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => current.is_none(),
-                ExpectedVersion::StreamExists => current.is_some(),
-                ExpectedVersion::Exact(v) => current == Some(v),
-            };
-            if !ok {
+            if !p.expected.holds(current) {
                 return Err(StoreError::WrongExpectedVersion {
                     stream: p.stream.clone(),
                     expected: p.expected,
@@ -816,44 +810,54 @@ impl Writer {
     }
 
     /// An append some of whose ids are stored: it succeeds without writing only if all of
-    /// them are, in the same streams, consecutively, where the append expected them.
+    /// them are, in the same streams, consecutively, where the append expected them. Stored
+    /// ids elsewhere are a conflicting reuse (`DuplicateEventId`), also when the append's
+    /// expected version is the stream's current one: a retry at the new head would fail the
+    /// same way, so that is not a version conflict.
     fn check_repeat(&self, parts: &[AppendPart], found: &[Option<Placement>]) -> Result<Prepared> {
         let mut k = 0;
         let mut streams = Vec::new();
         let mut first_position = u64::MAX;
         for p in parts {
-            let mut first_version = None;
+            let conflict = |id: [u8; 16], pos: u64| StoreError::DuplicateEventId {
+                id: Uuid::from_bytes(id).to_string(),
+                position: pos,
+            };
+            // The version and position of the part's first event, where it is stored.
+            let mut first = None;
             for (i, e) in p.events.iter().enumerate() {
-                let conflict = |pos: u64| StoreError::DuplicateEventId {
-                    id: Uuid::from_bytes(e.id).to_string(),
-                    position: pos,
-                };
                 let Some(pl) = &found[k] else {
                     // Some ids are new, some are not: a conflicting reuse.
                     let existing = found.iter().flatten().next().map_or(0, |p| p.position);
-                    return Err(conflict(existing));
+                    return Err(conflict(e.id, existing));
                 };
                 k += 1;
                 if *pl.stream != *p.stream {
-                    return Err(conflict(pl.position));
+                    return Err(conflict(e.id, pl.position));
                 }
-                let v0 = *first_version.get_or_insert(pl.version);
+                let (v0, _) = *first.get_or_insert((pl.version, pl.position));
                 if pl.version != v0 + i as u64 {
-                    return Err(conflict(pl.position));
+                    return Err(conflict(e.id, pl.position));
                 }
                 first_position = first_position.min(pl.position);
             }
-            let Some(v0) = first_version else { continue };
+            let (Some((v0, stored_at)), Some(e0)) = (first, p.events.first()) else {
+                continue;
+            };
             let expected_ok = match p.expected {
                 ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
                 ExpectedVersion::NoStream => v0 == 0,
                 ExpectedVersion::Exact(v) => v.checked_add(1) == Some(v0),
             };
             if !expected_ok {
+                let current = self.heads.get(&p.stream).map(|h| h.version);
+                if p.expected.holds(current) {
+                    return Err(conflict(e0.id, stored_at));
+                }
                 return Err(StoreError::WrongExpectedVersion {
                     stream: p.stream.clone(),
                     expected: p.expected,
-                    current: self.heads.get(&p.stream).map(|h| h.version),
+                    current,
                 });
             }
             streams.push((p.stream.clone(), v0, v0 + p.events.len() as u64 - 1));

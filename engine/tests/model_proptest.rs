@@ -147,10 +147,17 @@ impl Model {
                     ExpectedVersion::Exact(v) => v.checked_add(1) == Some(v0),
                 };
                 if !ok {
+                    let current = self.heads.get(s).copied();
+                    // Expected where the stream stands: the stored ids are a conflicting reuse.
+                    if exp.holds(current) {
+                        return Err(MErr::Duplicate {
+                            id: evs[0].0.to_string(),
+                        });
+                    }
                     return Err(MErr::Wrong {
                         stream: s.clone(),
                         expected: *exp,
-                        current: self.heads.get(s).copied(),
+                        current,
                     });
                 }
                 streams.push((s.clone(), v0, v0 + evs.len() as u64 - 1));

@@ -731,7 +731,11 @@ impl IdIndex {
         self.sealed().iter().map(|s| s.segment).collect()
     }
 
-    /// Forgets (and deletes) the id files of segments not in `keep`.
+    /// Forgets (and deletes) the id files of segments not in `keep`, and the group filters
+    /// that name any such segment: a group takes in the id file of each segment it names, so
+    /// a stale group would stand in for the file of a new segment that later gets one of its
+    /// numbers (a log restored from an older copy grows again from the same positions), and
+    /// answer for it from the old ids.
     pub fn retain_segments(&self, keep: &[u64]) {
         let mut g = self.sealed.write().unwrap_or_else(|p| p.into_inner());
         let mut files = std::mem::take(&mut g.files);
@@ -742,8 +746,26 @@ impl IdIndex {
             }
             k
         });
-        let groups = std::mem::take(&mut g.groups);
+        let mut groups = std::mem::take(&mut g.groups);
+        self.drop_groups(&mut groups, |gr| {
+            gr.segments.iter().any(|s| !keep.contains(s))
+        });
         *g = Sealed::new(files, groups);
+    }
+
+    /// Removes (and deletes the files of) the groups for which `stale` holds.
+    fn drop_groups(
+        &self,
+        groups: &mut Vec<Arc<GroupFilter>>,
+        stale: impl Fn(&GroupFilter) -> bool,
+    ) {
+        groups.retain(|gr| {
+            if !stale(gr) {
+                return true;
+            }
+            let _ = std::fs::remove_file(self.dir.join(group_file_name(gr.first_segment())));
+            false
+        });
     }
 
     /// The position of `id` in a sealed segment, if any.
@@ -812,7 +834,11 @@ impl IdIndex {
             let mut files = std::mem::take(&mut g.files);
             files.retain(|s| s.segment != segment);
             files.push(loaded);
-            let groups = std::mem::take(&mut g.groups);
+            // A group naming the segment was built from other ids than these (a file
+            // rebuilt after damage, or a segment of the same number in another history):
+            // built again with them.
+            let mut groups = std::mem::take(&mut g.groups);
+            self.drop_groups(&mut groups, |gr| gr.segments.contains(&segment));
             *g = Sealed::new(files, groups);
         }
         self.build_missing_groups();
