@@ -191,7 +191,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Wakes blocked subscribers (used at close).
+    /// Latches the store read-only after a failed write or fdatasync, and wakes blocked
+    /// subscribers, which end with [`StoreError::Poisoned`] once they have delivered what was
+    /// committed before.
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        self.notify_waiters();
+    }
+
+    /// Wakes blocked subscribers (used at close and when the store fails).
     pub fn notify_waiters(&self) {
         let _g = lock(&self.committed.0);
         self.committed.1.notify_all();
@@ -210,6 +218,7 @@ impl Inner {
         let deadline = Instant::now() + timeout;
         while *g <= seen
             && !self.closed.load(Ordering::Acquire)
+            && !self.poisoned.load(Ordering::Acquire)
             && !cancel.is_some_and(|c| c.load(Ordering::Acquire))
         {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -632,7 +641,22 @@ impl Inner {
         filter: &ReadFilter,
         visit: &mut dyn FnMut(&RecordedEvent) -> bool,
     ) -> Result<u64> {
-        let end = self.committed_position();
+        self.scan_forwards_within(from_position, u64::MAX, filter, visit)
+    }
+
+    /// [`Inner::scan_forwards`], ending also at the first frame that starts `examine_max`
+    /// events or more after `from_position` (so that a filter that passes few events does
+    /// not hold the caller for the whole log).
+    pub fn scan_forwards_within(
+        &self,
+        from_position: u64,
+        examine_max: u64,
+        filter: &ReadFilter,
+        visit: &mut dyn FnMut(&RecordedEvent) -> bool,
+    ) -> Result<u64> {
+        let end = self
+            .committed_position()
+            .min(from_position.saturating_add(examine_max));
         if from_position >= end {
             return Ok(from_position);
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::event::{Direction, ReadFilter, RecordedEvent};
 use crate::store::Inner;
 
@@ -22,6 +22,10 @@ use crate::store::Inner;
 const PAGE_EVENTS: usize = 512;
 /// How long one wait for new events lasts before the subscription looks around again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// Events one page's scan examines at most: with a filter that passes few of them, a
+/// subscription catching up looks at its deadline and at a dropped stream this often (a
+/// few milliseconds of scanning).
+const SCAN_EVENTS_MAX: u64 = 16_384;
 
 enum Target {
     All {
@@ -74,23 +78,33 @@ impl Subscription {
         Self::new(inner, target)
     }
 
-    /// Reads the next page; returns whether it found anything.
-    fn fill(&mut self) -> Result<bool> {
+    /// Reads the next page; returns whether it found anything, or examined events without
+    /// finding any and has more to examine.
+    fn fill(&mut self) -> Result<Fill> {
         match &mut self.target {
             Target::All {
                 next_position,
                 filter,
             } => {
                 let mut page = Vec::new();
-                let next = self.inner.scan_forwards(*next_position, filter, &mut |e| {
-                    page.push(e.clone());
-                    page.len() < PAGE_EVENTS
-                })?;
+                let from = *next_position;
+                let next =
+                    self.inner
+                        .scan_forwards_within(from, SCAN_EVENTS_MAX, filter, &mut |e| {
+                            page.push(e.clone());
+                            page.len() < PAGE_EVENTS
+                        })?;
                 // Filtered-out events still advance the position.
                 *next_position = next.max(*next_position);
-                let found = !page.is_empty();
-                self.page.extend(page);
-                Ok(found)
+                if !page.is_empty() {
+                    self.page.extend(page);
+                    return Ok(Fill::Found);
+                }
+                Ok(if *next_position > from {
+                    Fill::Skipped
+                } else {
+                    Fill::Nothing
+                })
             }
             Target::Stream {
                 stream,
@@ -107,13 +121,16 @@ impl Subscription {
                 }
                 let found = !page.is_empty();
                 self.page.extend(page);
-                Ok(found)
+                Ok(if found { Fill::Found } else { Fill::Nothing })
             }
         }
     }
 
-    /// The next event, waiting at most `timeout` for one. `Ok(None)` means none arrived in
-    /// time, or the subscription has ended: see [`Subscription::is_ended`].
+    /// The next event, waiting at most about `timeout` for one (a timeout too long for the
+    /// clock waits without a deadline). `Ok(None)` means none arrived in time, or the
+    /// subscription has ended: see [`Subscription::is_ended`]. A store that failed (latched
+    /// read-only) ends its subscriptions: once what it committed is delivered, one call
+    /// returns [`StoreError::Poisoned`] and the subscription has ended.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
         match self.poll_next(timeout)? {
             Next::Event(e) => Ok(Some(e)),
@@ -122,11 +139,18 @@ impl Subscription {
     }
 
     fn poll_next(&mut self, timeout: Duration) -> Result<Next> {
-        let deadline = std::time::Instant::now() + timeout;
+        // `None`: no deadline (a timeout too long to add to the clock).
+        let deadline = std::time::Instant::now().checked_add(timeout);
         loop {
             if let Some(e) = self.page.pop_front() {
                 return Ok(Next::Event(e));
             }
+            if self.ended {
+                return Ok(Next::Ended);
+            }
+            // Looked at before reading, like `closed`: a store that failed commits nothing
+            // more, so once a read after seeing it finds nothing, nothing is left to deliver.
+            let poisoned = self.inner.poisoned.load(Ordering::Acquire);
             // Looked at before reading: the store sets it only once its last appends are
             // published, so a read after seeing it finds every one of them.
             let closed = self.is_closed();
@@ -135,23 +159,45 @@ impl Subscription {
             // stream's first events could be committed, missed by `fill` (its head not set
             // yet), and then not wake the wait either.
             let seen = self.inner.published_position();
-            if self.fill()? {
-                continue;
+            let fill = self.fill()?;
+            let left = || {
+                deadline.map_or(WAIT_SLICE, |d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                })
+            };
+            match fill {
+                Fill::Found => continue,
+                // Events the filter turned down, and maybe more to examine: not caught up.
+                Fill::Skipped if left().is_zero() || self.cancel.load(Ordering::Acquire) => {
+                    return Ok(Next::Timeout)
+                }
+                Fill::Skipped => continue,
+                Fill::Nothing => {}
             }
             if closed {
                 self.ended = true;
                 return Ok(Next::Ended);
             }
+            if poisoned {
+                // Said once; the subscription has ended after it.
+                self.ended = true;
+                return Err(StoreError::Poisoned);
+            }
             if self.is_closed() {
                 // Closed since the read: read once more.
                 continue;
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = left();
             if left.is_zero() || self.cancel.load(Ordering::Acquire) {
                 return Ok(Next::Timeout);
             }
-            self.inner
-                .wait_for_commit(seen, left.min(WAIT_SLICE), Some(&self.cancel));
+            // On a worker of a multi-thread runtime, its other tasks (the appends this waits
+            // for, say) go to another thread meanwhile.
+            let inner = &self.inner;
+            let cancel = &self.cancel;
+            crate::block::blocking(|| {
+                inner.wait_for_commit(seen, left.min(WAIT_SLICE), Some(cancel))
+            });
         }
     }
 
@@ -166,6 +212,17 @@ impl Subscription {
     pub fn is_ended(&self) -> bool {
         self.ended
     }
+}
+
+/// What reading a page found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Events for the caller.
+    Found,
+    /// Events, none passing the filter (the scan stops after [`SCAN_EVENTS_MAX`]).
+    Skipped,
+    /// No events.
+    Nothing,
 }
 
 /// What waiting for the next event found.

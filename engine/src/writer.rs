@@ -322,7 +322,7 @@ impl Completer {
             if let Some(e) = &failure {
                 tracing::error!(error = %e, "fdatasync failed; the store is now read-only");
             }
-            self.inner.poisoned.store(true, Ordering::Release);
+            self.inner.poison();
             let reason = failure.as_ref().map(ToString::to_string);
             let mut failure = failure;
             for job in jobs {
@@ -481,7 +481,7 @@ impl Writer {
                 // the store now, so that no group written before it is acknowledged by a
                 // completion that has not looked at the latch yet (the log fails every
                 // fdatasync after a failed one, so one that has looked fails anyway).
-                self.inner.poisoned.store(true, Ordering::Release);
+                self.inner.poison();
             }
             if pending.is_empty()
                 && summaries.is_empty()
@@ -522,7 +522,7 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "log write failed; the store is now read-only");
-                    self.inner.poisoned.store(true, Ordering::Release);
+                    self.inner.poison();
                     let reason = e.to_string();
                     fail_all(pending, Some(e));
                     refuse_all(refused);
