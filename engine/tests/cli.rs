@@ -87,7 +87,7 @@ fn append_then_read_and_read_all() {
         assert_eq!(e["stream"], "cart-1");
         assert_eq!(e["data"]["sku"], "A");
         assert_eq!(e["datacontenttype"], "application/json");
-        assert!(e["metadata"].is_object());
+        assert!(e["metadata"].is_array());
         assert!(e["id"].as_str().unwrap().len() == 36);
         let t = e["time"].as_str().unwrap();
         assert!(t.ends_with('Z') && t.contains('T'), "{t}");

@@ -21,7 +21,8 @@ use orchestrix::{
     Direction, Durability, EventData, ExpectedVersion, Options, ReadFilter, RecordedEvent, Store,
     StoreError,
 };
-use serde_json::{json, Map, Value};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -372,40 +373,107 @@ fn print_pages(
     Ok(())
 }
 
-fn event_json(e: &RecordedEvent) -> Value {
-    let mut metadata = Map::new();
-    for (k, v) in e.metadata() {
-        metadata.insert(k.to_owned(), Value::String(v.to_owned()));
-    }
-    json!({
-        "position": e.position,
-        "stream": e.stream(),
-        "version": e.version,
-        "id": e.id.to_string(),
-        "type": e.event_type(),
-        "source": e.source(),
-        "subject": e.subject(),
-        "time": format_time(e.time_unix_nanos),
-        "datacontenttype": e.data_content_type(),
-        "dataschema": e.data_schema(),
-        "correlation_id": e.correlation_id(),
-        "causation_id": e.causation_id(),
-        "metadata": Value::Object(metadata),
-        "data": data_json(e),
-    })
+/// One line of `read` / `read-all`: the event in the CloudEvents JSON format's terms.
+#[derive(serde::Serialize)]
+struct EventLine<'a> {
+    position: u64,
+    stream: &'a str,
+    version: u64,
+    id: String,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    source: &'a str,
+    subject: Option<&'a str>,
+    time: String,
+    datacontenttype: Option<&'a str>,
+    dataschema: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    causation_id: Option<&'a str>,
+    /// `[key, value]` pairs in their order: keys may repeat.
+    metadata: Vec<(&'a str, &'a str)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
 }
 
-/// JSON data inline when it is JSON and parses; else a string if UTF-8; else a byte array.
-fn data_json(e: &RecordedEvent) -> Value {
+/// The `data` member: the event's JSON as stored (numbers of any precision kept as they
+/// are), or its text.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Json(Box<RawValue>),
+    Text(&'a str),
+}
+
+fn event_json(e: &RecordedEvent) -> String {
+    let (data, data_base64) = data_json(e);
+    let line = EventLine {
+        position: e.position,
+        stream: e.stream(),
+        version: e.version,
+        id: e.id.to_string(),
+        event_type: e.event_type(),
+        source: e.source(),
+        subject: e.subject(),
+        time: format_time(e.time_unix_nanos),
+        datacontenttype: e.data_content_type(),
+        dataschema: e.data_schema(),
+        correlation_id: e.correlation_id(),
+        causation_id: e.causation_id(),
+        metadata: e.metadata().collect(),
+        data,
+        data_base64,
+    };
+    // Only strings and numbers: serializing cannot fail.
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// As the CloudEvents JSON format has it: `data` holds the event's JSON when its content
+/// type is JSON (and it parses), or its text when the content type is not JSON; anything
+/// else (bytes that are not UTF-8, or a JSON content type over data that is not JSON) is
+/// `data_base64`.
+fn data_json(e: &RecordedEvent) -> (Option<Data<'_>>, Option<String>) {
+    use base64::Engine as _;
+    let bytes = e.data();
     if e.is_json() {
-        if let Ok(v) = serde_json::from_slice::<Value>(e.data()) {
-            return v;
+        if let Ok(raw) = serde_json::from_slice::<&RawValue>(bytes) {
+            if let Ok(compact) = RawValue::from_string(compact_json(raw.get())) {
+                return (Some(Data::Json(compact)), None);
+            }
+        }
+    } else if let Ok(text) = std::str::from_utf8(bytes) {
+        return (Some(Data::Text(text)), None);
+    }
+    (
+        None,
+        Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+    )
+}
+
+/// `json` (valid JSON) without the whitespace between its tokens, so that it fits on one
+/// line; strings and numbers are kept byte for byte.
+fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
         }
     }
-    match std::str::from_utf8(e.data()) {
-        Ok(s) => Value::String(s.to_string()),
-        Err(_) => Value::Array(e.data().iter().map(|b| Value::from(*b)).collect()),
-    }
+    out
 }
 
 /// RFC 3339 with nanoseconds, UTC. Times before 1970 are formatted by hand because
