@@ -516,8 +516,9 @@ fn snapshot_file_name(stream: &str) -> String {
 /// A directory of snapshot files, one per stream, holding only the latest snapshot of each.
 ///
 /// All I/O goes through the [`Vfs`] given to [`SnapshotStore::open`]. Saves are serialised
-/// within one store; a directory must be owned by at most one store at a time. The last save
-/// of a stream wins (the store does not compare versions).
+/// within one store; a directory must be owned by at most one store at a time. A stream's
+/// file holds the snapshot of the highest version saved: a save of a lower version than the
+/// one stored is skipped (two writers snapshotting one aggregate, the slower one behind).
 ///
 /// # Example
 ///
@@ -596,13 +597,21 @@ impl SnapshotStore {
         self.dir.join(snapshot_file_name(stream))
     }
 
-    /// Durably replaces the snapshot of `snapshot.stream` (write temp, sync, rename, sync dir).
+    /// Durably replaces the snapshot of `snapshot.stream` (write temp, sync, rename, sync dir),
+    /// unless the one stored (and intact) has a higher version: then nothing is written.
     ///
     /// On error the previous snapshot file, if any, is still in place and intact, except after
     /// a failed final directory sync, when the new (complete) file may or may not survive a
     /// power loss. An oversized snapshot fails with [`SnapshotError::TooLarge`] (or
     /// `StreamIdTooLong`/`AggregateTypeTooLong`) and writes nothing.
     pub fn save(&self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+        self.save_within(snapshot, u64::MAX)
+    }
+
+    /// [`SnapshotStore::save`] for a stream whose last version is `head`: a stored snapshot
+    /// past `head` describes events the stream does not have (it comes from elsewhere), so it
+    /// is replaced whatever its version.
+    pub fn save_within(&self, snapshot: &Snapshot, head: u64) -> Result<(), SnapshotError> {
         let bytes = encode_snapshot_file(snapshot)?;
         let final_path = self.path_for(&snapshot.stream);
         let mut temp_name = snapshot_file_name(&snapshot.stream);
@@ -613,6 +622,17 @@ impl SnapshotStore {
             .write_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(stored) = self.load(&snapshot.stream)? {
+            if stored.version > snapshot.version && stored.version <= head {
+                tracing::debug!(
+                    stream = snapshot.stream,
+                    version = snapshot.version,
+                    stored = stored.version,
+                    "a snapshot older than the stored one is not saved"
+                );
+                return Ok(());
+            }
+        }
         if let Err(err) = self.write_temp(&temp_path, &bytes, &final_path) {
             // Best effort: the temp file is harmless (never read, removed on open).
             let _ = self.vfs.remove(&temp_path);

@@ -1502,7 +1502,8 @@ impl Store {
 
     /// Saves the snapshot of a stream (atomically, compressed, checksummed). Its version must
     /// be one the stream has; under relaxed durability the log is synced first, so that a
-    /// power loss cannot keep the snapshot and lose the events it reflects.
+    /// power loss cannot keep the snapshot and lose the events it reflects. The stream keeps
+    /// the snapshot of the highest version: a save older than the one stored is skipped.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
         // A closed store writes nothing more, snapshots included.
         self.sender()?;
@@ -1519,7 +1520,9 @@ impl Store {
         if self.options.durability != Durability::Always {
             self.sync()?;
         }
-        Ok(self.snapshots.save(snapshot)?)
+        Ok(self
+            .snapshots
+            .save_within(snapshot, head.unwrap_or_default())?)
     }
 
     /// Loads the latest snapshot of a stream; a damaged one is ignored (`None`), and so is
