@@ -618,7 +618,7 @@ fn verify(a: VerifyArgs) -> CliResult {
     if let Some((segment, offset, dropped)) = &report.log.truncated {
         writeln!(
             out,
-            "open cut a torn tail: {segment} at byte offset {offset} ({dropped} bytes of an unacknowledged write)"
+            "open cut a torn tail: {segment} at byte offset {offset} ({dropped} bytes that nothing proves durable: the write a crash cut short, or damage to the last frames written before it)"
         )?;
     }
     if report.index_rebuilt {
