@@ -109,7 +109,9 @@ fn main() {
     );
 
     let t = Instant::now();
-    let mut sub = store.subscribe_stream("hot", 0).expect("subscribe");
+    let mut sub = store
+        .subscribe_stream("hot", 0, orchestrix::ReadFilter::all())
+        .expect("subscribe");
     for v in 0..total {
         let e = sub
             .next_timeout(Duration::from_secs(10))

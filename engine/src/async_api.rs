@@ -134,9 +134,14 @@ impl AsyncStore {
         SubscriptionStream::spawn(self.store.subscribe_all(from_position, filter))
     }
 
-    /// A `Stream` of one stream's events from `from_version` on.
-    pub fn subscribe_stream(&self, stream: &str, from_version: u64) -> Result<SubscriptionStream> {
-        SubscriptionStream::spawn(self.store.subscribe_stream(stream, from_version)?)
+    /// A `Stream` of one stream's events (passing `filter`) from `from_version` on.
+    pub fn subscribe_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        filter: ReadFilter,
+    ) -> Result<SubscriptionStream> {
+        SubscriptionStream::spawn(self.store.subscribe_stream(stream, from_version, filter)?)
     }
 
     /// The last version of a stream.

@@ -1441,13 +1441,20 @@ impl Store {
         Subscription::all(self.inner.clone(), from_position, filter)
     }
 
-    /// A subscription to one stream from `from_version` on.
-    pub fn subscribe_stream(&self, stream: &str, from_version: u64) -> Result<Subscription> {
+    /// A subscription to one stream's events (passing `filter`, as in
+    /// [`Store::subscribe_all`]) from `from_version` on.
+    pub fn subscribe_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        filter: ReadFilter,
+    ) -> Result<Subscription> {
         check_stream_id(stream)?;
         Ok(Subscription::stream(
             self.inner.clone(),
             stream.to_string(),
             from_version,
+            filter,
         ))
     }
 

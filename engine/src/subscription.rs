@@ -35,6 +35,7 @@ enum Target {
     Stream {
         stream: String,
         next_version: u64,
+        filter: ReadFilter,
     },
 }
 
@@ -70,10 +71,16 @@ impl Subscription {
         Self::new(inner, target)
     }
 
-    pub(crate) fn stream(inner: Arc<Inner>, stream: String, from_version: u64) -> Self {
+    pub(crate) fn stream(
+        inner: Arc<Inner>,
+        stream: String,
+        from_version: u64,
+        filter: ReadFilter,
+    ) -> Self {
         let target = Target::Stream {
             stream,
             next_version: from_version,
+            filter,
         };
         Self::new(inner, target)
     }
@@ -109,6 +116,7 @@ impl Subscription {
             Target::Stream {
                 stream,
                 next_version,
+                filter,
             } => {
                 let page = self.inner.read_stream(
                     stream,
@@ -116,12 +124,22 @@ impl Subscription {
                     Direction::Forwards,
                     PAGE_EVENTS,
                 )?;
-                if let Some(last) = page.last() {
-                    *next_version = last.version + 1;
+                let Some(last) = page.last() else {
+                    return Ok(Fill::Nothing);
+                };
+                *next_version = last.version + 1;
+                let before = self.page.len();
+                if filter.passes_stream(stream.as_bytes()) {
+                    self.page.extend(
+                        page.into_iter()
+                            .filter(|e| filter.passes_type(e.event_type().as_bytes())),
+                    );
                 }
-                let found = !page.is_empty();
-                self.page.extend(page);
-                Ok(if found { Fill::Found } else { Fill::Nothing })
+                Ok(if self.page.len() > before {
+                    Fill::Found
+                } else {
+                    Fill::Skipped
+                })
             }
         }
     }

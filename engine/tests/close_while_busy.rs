@@ -48,7 +48,7 @@ fn a_subscription_delivers_every_acknowledged_append_before_it_ends() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open_with(dir.path(), Options::test()).unwrap());
         let all = store.subscribe_all(0, ReadFilter::all());
-        let one = store.subscribe_stream("w-3", 0).unwrap();
+        let one = store.subscribe_stream("w-3", 0, ReadFilter::all()).unwrap();
         let all =
             std::thread::spawn(move || all.map(|e| e.unwrap().position).collect::<Vec<u64>>());
         let one = std::thread::spawn(move || {

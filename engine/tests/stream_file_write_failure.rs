@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use orchestrix::{Direction, EventData, ExpectedVersion, Options, Store};
+use orchestrix::{Direction, EventData, ExpectedVersion, Options, ReadFilter, Store};
 
 const STREAM: &str = "s";
 
@@ -108,7 +108,9 @@ fn a_failed_stream_file_keeps_its_batches_readable() {
     );
 
     check_reads(&store, version, "after the failed write");
-    let mut sub = store.subscribe_stream(STREAM, 0).unwrap();
+    let mut sub = store
+        .subscribe_stream(STREAM, 0, ReadFilter::all())
+        .unwrap();
     for v in 0..version {
         let e = sub
             .next_timeout(Duration::from_secs(10))

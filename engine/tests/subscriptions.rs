@@ -40,7 +40,15 @@ fn blocking_subscription_catch_up_then_live() {
     };
     let mut all = store.subscribe_all(100, ReadFilter::all());
     let mut evens = store.subscribe_all(0, ReadFilter::types(["Even"]));
-    let mut s1 = store.subscribe_stream("s-1", 0).unwrap();
+    let mut s1 = store.subscribe_stream("s-1", 0, ReadFilter::all()).unwrap();
+    // Stream subscriptions take the same filters: s-1 holds append i = 3v + 1 at version v,
+    // typed "Even" when i is, so when v is odd.
+    let mut s1_even = store
+        .subscribe_stream("s-1", 0, ReadFilter::types(["Even"]))
+        .unwrap();
+    let mut s1_other_prefix = store
+        .subscribe_stream("s-1", 0, ReadFilter::stream_prefix("t-"))
+        .unwrap();
     for want in 100..900u64 {
         let e = all
             .next_timeout(Duration::from_secs(10))
@@ -63,6 +71,13 @@ fn blocking_subscription_catch_up_then_live() {
             .expect("event in time");
         assert_eq!((e.stream(), e.version), ("s-1", v));
     }
+    for k in 0..150u64 {
+        let e = s1_even
+            .next_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("event in time");
+        assert_eq!((e.version, e.event_type()), (2 * k + 1, "Even"));
+    }
     writer.join().unwrap();
     assert!(all
         .next_timeout(Duration::from_millis(50))
@@ -70,6 +85,11 @@ fn blocking_subscription_catch_up_then_live() {
         .is_none());
     store.close().unwrap();
     assert!(all.next().is_none(), "iteration ends when the store closes");
+    assert!(s1_even.next().is_none());
+    assert!(
+        s1_other_prefix.next().is_none(),
+        "the prefix passes nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
