@@ -513,6 +513,18 @@ fn snapshot_file_name(stream: &str) -> String {
     name
 }
 
+/// Whether `name` is a temp file a save makes (`<32 hex>.snap.tmp`): only those are removed
+/// on open, not whatever else ends in `.tmp`.
+fn is_temp_file_name(name: &str) -> bool {
+    name.strip_suffix(TEMP_SUFFIX)
+        .and_then(|n| n.strip_suffix(SNAPSHOT_EXTENSION))
+        .is_some_and(|h| {
+            h.len() == FILE_NAME_HEX_LEN
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
 /// A directory of snapshot files, one per stream, holding only the latest snapshot of each.
 ///
 /// All I/O goes through the [`Vfs`] given to [`SnapshotStore::open`]. Saves are serialised
@@ -567,7 +579,7 @@ impl SnapshotStore {
             .map_err(|source| io_error(&dir, source))?;
         let names = vfs.list(&dir).map_err(|source| io_error(&dir, source))?;
         for name in names {
-            if name.ends_with(TEMP_SUFFIX) {
+            if is_temp_file_name(&name) {
                 let path = dir.join(&name);
                 // A leftover temp file is never read and is truncated by the next save of its
                 // stream, so failing to remove it is worth a warning, not a failed open.
@@ -1015,9 +1027,13 @@ mod tests {
         store.save(&snapshot("s", 1, b"x".to_vec())).unwrap();
         let stale = store.path_for("s").with_extension("snap.tmp");
         std::fs::write(&stale, b"torn").unwrap();
+        // Someone else's file that happens to end in `.tmp` is left alone.
+        let other = tmp.path().join("snapshots").join("notes.tmp");
+        std::fs::write(&other, b"mine").unwrap();
         drop(store);
         let store = SnapshotStore::open(Arc::new(StdFs), tmp.path().join("snapshots")).unwrap();
         assert!(!stale.exists());
+        assert!(other.exists());
         assert_eq!(
             store.load("s").unwrap(),
             Some(snapshot("s", 1, b"x".to_vec()))
