@@ -12,7 +12,7 @@
 //! as `../../etc/passwd` cannot escape the directory. The stream id is also stored in the header
 //! and compared on load, so even a hash collision cannot return another stream's snapshot.
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //!
 //! All integers are little endian. The fixed-size header comes first so every field in it has a
 //! constant offset; the variable-length parts follow in the order their lengths are declared.
@@ -26,12 +26,14 @@
 //! | 24          | 4    | aggregate type length `A`, u32, <= [`AGGREGATE_TYPE_LEN_MAX`]|
 //! | 28          | 8    | uncompressed state length, u64, <= [`SNAPSHOT_STATE_SIZE_MAX`]|
 //! | 36          | 8    | compressed body length `B`, u64, <= [`SNAPSHOT_BODY_SIZE_MAX`]|
-//! | 44          | S    | stream id, UTF-8                                             |
-//! | 44+S        | A    | aggregate type, UTF-8                                        |
-//! | 44+S+A      | B    | state as one zstd frame (level 3)                            |
-//! | 44+S+A+B    | 4    | CRC32 (crc32fast, IEEE) of every byte before it              |
+//! | 44          | 16   | id of the event at the snapshot version (zeros: none named)  |
+//! | 60          | S    | stream id, UTF-8                                             |
+//! | 60+S        | A    | aggregate type, UTF-8                                        |
+//! | 60+S+A      | B    | state as one zstd frame (level 3)                            |
+//! | 60+S+A+B    | 4    | CRC32 (crc32fast, IEEE) of every byte before it              |
 //!
-//! The file length must equal `44 + S + A + B + 4` exactly. The PNG-style magic catches
+//! The file length must equal `60 + S + A + B + 4` exactly. Files of format version 1 (no
+//! event id) are not read: like a damaged file, they are ignored with a warning. The PNG-style magic catches
 //! truncation to nothing, text-mode line-ending conversion (`\r\n`, `\n`) and 7-bit stripping
 //! (`0x89`); the trailing CRC catches everything else, including any single flipped bit.
 //!
@@ -60,11 +62,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use orchestrix_log::fs::Vfs;
+use uuid::Uuid;
 
 /// The magic number at the start of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; MAGIC_LEN] = *b"\x89OXS\r\n\x1a\n";
 /// The only file format version this code reads and writes.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// Largest uncompressed state a snapshot may hold (256 MiB).
 pub const SNAPSHOT_STATE_SIZE_MAX: u64 = 256 * 1024 * 1024;
@@ -106,12 +109,14 @@ const STATE_LEN_OFFSET: usize = AGGREGATE_TYPE_LEN_OFFSET + AGGREGATE_TYPE_LEN_L
 const STATE_LEN_LEN: usize = size_of::<u64>();
 const BODY_LEN_OFFSET: usize = STATE_LEN_OFFSET + STATE_LEN_LEN;
 const BODY_LEN_LEN: usize = size_of::<u64>();
+const EVENT_ID_OFFSET: usize = BODY_LEN_OFFSET + BODY_LEN_LEN;
+const EVENT_ID_LEN: usize = 16;
 /// Length of the fixed-size header; the stream id starts here.
-const HEADER_LEN: usize = BODY_LEN_OFFSET + BODY_LEN_LEN;
+const HEADER_LEN: usize = EVENT_ID_OFFSET + EVENT_ID_LEN;
 /// Length of the CRC32 trailer.
 const CRC_LEN: usize = size_of::<u32>();
 
-const _: () = assert!(HEADER_LEN == 44);
+const _: () = assert!(HEADER_LEN == 60);
 const _: () = assert!(SNAPSHOT_MAGIC[0] == 0x89);
 const _: () = assert!(STREAM_ID_LEN_MAX <= u32::MAX as usize);
 const _: () = assert!(AGGREGATE_TYPE_LEN_MAX <= u32::MAX as usize);
@@ -267,6 +272,16 @@ pub enum SnapshotDecodeError {
 /// Fails with [`SnapshotError::TooLarge`], [`SnapshotError::StreamIdTooLong`] or
 /// [`SnapshotError::AggregateTypeTooLong`] before compressing anything if a limit is exceeded.
 pub fn encode_snapshot_file(snapshot: &Snapshot) -> Result<Vec<u8>, SnapshotError> {
+    encode_snapshot_file_at(snapshot, None)
+}
+
+/// [`encode_snapshot_file`], naming the id of the event at the snapshot's version (the
+/// snapshot's anchor: a store trusts the snapshot only while that event is the one at that
+/// version). `None` (or the nil id) names none.
+pub fn encode_snapshot_file_at(
+    snapshot: &Snapshot,
+    event_id: Option<Uuid>,
+) -> Result<Vec<u8>, SnapshotError> {
     let state_len = snapshot.state.len() as u64;
     if state_len > SNAPSHOT_STATE_SIZE_MAX {
         return Err(SnapshotError::TooLarge {
@@ -317,6 +332,7 @@ pub fn encode_snapshot_file(snapshot: &Snapshot) -> Result<Vec<u8>, SnapshotErro
     out.extend_from_slice(&aggregate_type_len.to_le_bytes());
     out.extend_from_slice(&state_len.to_le_bytes());
     out.extend_from_slice(&body_len.to_le_bytes());
+    out.extend_from_slice(event_id.unwrap_or_default().as_bytes());
     debug_assert_eq!(out.len(), HEADER_LEN);
     out.extend_from_slice(stream);
     out.extend_from_slice(aggregate_type);
@@ -334,6 +350,14 @@ pub fn encode_snapshot_file(snapshot: &Snapshot) -> Result<Vec<u8>, SnapshotErro
 /// decompressed, and decompression is bounded by the declared (and limited) state length.
 /// Never panics, whatever `bytes` holds.
 pub fn decode_snapshot_file(bytes: &[u8]) -> Result<Snapshot, SnapshotDecodeError> {
+    decode_snapshot_file_at(bytes).map(|(snapshot, _)| snapshot)
+}
+
+/// [`decode_snapshot_file`], with the id of the event at the snapshot's version, if the file
+/// names one (see [`encode_snapshot_file_at`]).
+pub fn decode_snapshot_file_at(
+    bytes: &[u8],
+) -> Result<(Snapshot, Option<Uuid>), SnapshotDecodeError> {
     let available = bytes.len() as u64;
     let fixed_len = (HEADER_LEN + CRC_LEN) as u64;
     if available < fixed_len {
@@ -362,6 +386,8 @@ pub fn decode_snapshot_file(bytes: &[u8]) -> Result<Snapshot, SnapshotDecodeErro
     let aggregate_type_len = u64::from(read_u32(bytes, AGGREGATE_TYPE_LEN_OFFSET)?);
     let state_len = read_u64(bytes, STATE_LEN_OFFSET)?;
     let body_len = read_u64(bytes, BODY_LEN_OFFSET)?;
+    let event_id = field(bytes, EVENT_ID_OFFSET, EVENT_ID_LEN)?;
+    let event_id = Some(Uuid::from_slice(event_id).unwrap_or_default()).filter(|id| !id.is_nil());
 
     check_limit("stream id", stream_len, STREAM_ID_LEN_MAX as u64)?;
     check_limit(
@@ -427,12 +453,15 @@ pub fn decode_snapshot_file(bytes: &[u8]) -> Result<Snapshot, SnapshotDecodeErro
         });
     }
 
-    Ok(Snapshot {
-        stream,
-        version,
-        aggregate_type,
-        state,
-    })
+    Ok((
+        Snapshot {
+            stream,
+            version,
+            aggregate_type,
+            state,
+        },
+        event_id,
+    ))
 }
 
 fn check_magic(found: &[u8]) -> Result<(), SnapshotDecodeError> {
@@ -617,14 +646,20 @@ impl SnapshotStore {
     /// power loss. An oversized snapshot fails with [`SnapshotError::TooLarge`] (or
     /// `StreamIdTooLong`/`AggregateTypeTooLong`) and writes nothing.
     pub fn save(&self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
-        self.save_within(snapshot, u64::MAX)
+        self.save_at(snapshot, None, &|_, _| true)
     }
 
-    /// [`SnapshotStore::save`] for a stream whose last version is `head`: a stored snapshot
-    /// past `head` describes events the stream does not have (it comes from elsewhere), so it
-    /// is replaced whatever its version.
-    pub fn save_within(&self, snapshot: &Snapshot, head: u64) -> Result<(), SnapshotError> {
-        let bytes = encode_snapshot_file(snapshot)?;
+    /// [`SnapshotStore::save`], naming the id of the event at the snapshot's version (see
+    /// [`encode_snapshot_file_at`]). The stored snapshot keeps its place only if `trusted`
+    /// holds for its version and the event id it names: one that describes events the
+    /// stream does not have (from elsewhere) is replaced whatever its version.
+    pub fn save_at(
+        &self,
+        snapshot: &Snapshot,
+        event_id: Option<Uuid>,
+        trusted: &dyn Fn(u64, Option<Uuid>) -> bool,
+    ) -> Result<(), SnapshotError> {
+        let bytes = encode_snapshot_file_at(snapshot, event_id)?;
         let final_path = self.path_for(&snapshot.stream);
         let mut temp_name = snapshot_file_name(&snapshot.stream);
         temp_name.push_str(TEMP_SUFFIX);
@@ -634,8 +669,8 @@ impl SnapshotStore {
             .write_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(stored) = self.load(&snapshot.stream)? {
-            if stored.version > snapshot.version && stored.version <= head {
+        if let Some((stored, stored_at)) = self.load_at(&snapshot.stream)? {
+            if stored.version > snapshot.version && trusted(stored.version, stored_at) {
                 tracing::debug!(
                     stream = snapshot.stream,
                     version = snapshot.version,
@@ -682,6 +717,12 @@ impl SnapshotStore {
     /// file is logged with `tracing::warn!` and ignored, so the caller rebuilds from the log.
     /// I/O errors other than "not found" are returned.
     pub fn load(&self, stream: &str) -> Result<Option<Snapshot>, SnapshotError> {
+        Ok(self.load_at(stream)?.map(|(snapshot, _)| snapshot))
+    }
+
+    /// [`SnapshotStore::load`], with the id of the event at the snapshot's version if the
+    /// file names one.
+    pub fn load_at(&self, stream: &str) -> Result<Option<(Snapshot, Option<Uuid>)>, SnapshotError> {
         let path = self.path_for(stream);
         let file = match self.vfs.open(&path) {
             Ok(file) => file,
@@ -715,9 +756,9 @@ impl SnapshotStore {
         }
         drop(file);
 
-        match decode_snapshot_file(&bytes) {
-            Ok(snapshot) if snapshot.stream == stream => Ok(Some(snapshot)),
-            Ok(snapshot) => {
+        match decode_snapshot_file_at(&bytes) {
+            Ok((snapshot, event_id)) if snapshot.stream == stream => Ok(Some((snapshot, event_id))),
+            Ok((snapshot, _)) => {
                 let reason = SnapshotDecodeError::StreamMismatch {
                     expected: stream.to_owned(),
                     found: snapshot.stream,
@@ -907,9 +948,19 @@ mod tests {
     #[test]
     fn encoded_layout_matches_documented_offsets() {
         let s = snapshot("ab", 0x0102_0304_0506_0708, b"state".to_vec());
-        let bytes = encode_snapshot_file(&s).unwrap();
+        let id = Uuid::from_bytes([7; 16]);
+        let bytes = encode_snapshot_file_at(&s, Some(id)).unwrap();
         assert_eq!(&bytes[..8], b"\x89OXS\r\n\x1a\n");
-        assert_eq!(&bytes[FORMAT_VERSION_OFFSET..][..4], &1u32.to_le_bytes());
+        assert_eq!(&bytes[FORMAT_VERSION_OFFSET..][..4], &2u32.to_le_bytes());
+        assert_eq!(&bytes[EVENT_ID_OFFSET..][..16], &[7; 16]);
+        assert_eq!(
+            decode_snapshot_file_at(&bytes).unwrap(),
+            (s.clone(), Some(id))
+        );
+        // No event named: zeros, read back as none.
+        let none = encode_snapshot_file(&s).unwrap();
+        assert_eq!(&none[EVENT_ID_OFFSET..][..16], &[0; 16]);
+        assert_eq!(decode_snapshot_file_at(&none).unwrap(), (s.clone(), None));
         assert_eq!(
             &bytes[SNAPSHOT_VERSION_OFFSET..][..8],
             &0x0102_0304_0506_0708u64.to_le_bytes()
@@ -1002,10 +1053,10 @@ mod tests {
         ));
 
         let mut b = good;
-        b[FORMAT_VERSION_OFFSET] = 2;
+        b[FORMAT_VERSION_OFFSET] = 1;
         assert!(matches!(
             decode_snapshot_file(&b),
-            Err(SnapshotDecodeError::UnsupportedFormatVersion { found: 2, .. })
+            Err(SnapshotDecodeError::UnsupportedFormatVersion { found: 1, .. })
         ));
     }
 

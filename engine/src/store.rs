@@ -34,6 +34,7 @@ use crate::subscription::Subscription;
 use crate::writer::{
     run_syncer, AppendPart, AppendReply, Completer, Reply, Request, Waiter, Writer,
 };
+use uuid::Uuid;
 
 const LOG_DIR: &str = "log";
 const INDEX_FILE: &str = "index.redb";
@@ -1527,17 +1528,44 @@ impl Store {
         if self.options.durability != Durability::Always {
             self.sync()?;
         }
-        Ok(self
-            .snapshots
-            .save_within(snapshot, head.unwrap_or_default())?)
+        let event_id = self.event_id_at(&snapshot.stream, snapshot.version)?;
+        let head = head.unwrap_or_default();
+        let trusted = |version: u64, id: Option<Uuid>| {
+            version <= head && self.snapshot_anchor_holds(&snapshot.stream, version, id)
+        };
+        Ok(self.snapshots.save_at(snapshot, event_id, &trusted)?)
     }
 
-    /// Loads the latest snapshot of a stream; a damaged one is ignored (`None`), and so is
-    /// one past the stream's head (a snapshot directory from elsewhere, or from before the
-    /// events were synced), with a warning.
+    /// The id of the event of `stream` at `version`, if there is one.
+    fn event_id_at(&self, stream: &str, version: u64) -> Result<Option<Uuid>> {
+        Ok(self
+            .read_stream(stream, version, Direction::Forwards, 1)?
+            .first()
+            .filter(|e| e.version == version)
+            .map(|e| e.id))
+    }
+
+    /// Whether a snapshot of `stream` at `version` naming the event `id` describes the
+    /// stream's events: the event at that version is the one named (a snapshot naming none,
+    /// saved without a store, is taken on its version alone). A read that fails counts as
+    /// no.
+    fn snapshot_anchor_holds(&self, stream: &str, version: u64, id: Option<Uuid>) -> bool {
+        match id {
+            None => true,
+            Some(id) => self
+                .event_id_at(stream, version)
+                .is_ok_and(|found| found == Some(id)),
+        }
+    }
+
+    /// Loads the latest snapshot of a stream; a damaged one is ignored (`None`), and so is,
+    /// with a warning, one that does not describe the stream's events: past the stream's
+    /// head, or naming another event than the one at its version (a snapshot directory from
+    /// elsewhere, or kept across a restore of an older copy of the log whose stream then
+    /// grew other events).
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         check_stream_id(stream)?;
-        let Some(snapshot) = self.snapshots.load(stream)? else {
+        let Some((snapshot, event_id)) = self.snapshots.load_at(stream)? else {
             return Ok(None);
         };
         let head = self.stream_head(stream)?;
@@ -1549,6 +1577,19 @@ impl Store {
                 "ignoring a snapshot past the stream's head"
             );
             return Ok(None);
+        }
+        if let Some(id) = event_id {
+            let found = self.event_id_at(stream, snapshot.version)?;
+            if found != Some(id) {
+                tracing::warn!(
+                    stream,
+                    version = snapshot.version,
+                    snapshot_event = %id,
+                    stream_event = ?found,
+                    "ignoring a snapshot taken at another event than the stream's at its version"
+                );
+                return Ok(None);
+            }
         }
         Ok(Some(snapshot))
     }

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use orchestrix::snapshot::{encode_snapshot_file, Snapshot};
+use orchestrix::snapshot::{encode_snapshot_file_at, Snapshot};
 use orchestrix_index::streams::{encode_file, StreamEntry};
 use orchestrix_log::frame::encode_frame;
 use orchestrix_log::record::encode_payload;
@@ -74,6 +74,7 @@ fn main() {
         ("small", b"{\"total\":99}".to_vec()),
         ("empty_state", Vec::new()),
         ("repetitive", b"abcabcabc".repeat(200)),
+        ("named_event", b"{\"total\":3}".to_vec()),
     ] {
         let s = Snapshot {
             stream: "order-42".into(),
@@ -84,7 +85,12 @@ fn main() {
         write(
             "snapshot_decoder",
             name,
-            &encode_snapshot_file(&s).expect("encode snapshot"),
+            // One seed names the event at the snapshot's version.
+            &encode_snapshot_file_at(
+                &s,
+                Some(uuid::Uuid::from_bytes([0x5a; 16])).filter(|_| name == "named_event"),
+            )
+            .expect("encode snapshot"),
         );
     }
 
