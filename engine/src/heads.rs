@@ -12,6 +12,10 @@ use orchestrix_index::StreamHead;
 pub(crate) struct StreamHeads {
     map: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
     next_number: u64,
+    /// In the readers' copy: the position below which every event is published, these heads
+    /// included (readers bound themselves by it, so that an event they see has its stream's
+    /// head here, and a head here has its events readable). Unused in the writer's copy.
+    pub published_end: u64,
 }
 
 /// A stream's head, and its id shared with the key: the writer hands out clones of it (a
@@ -42,6 +46,7 @@ impl StreamHeads {
                 .map(|(name, head)| entry(name.into(), head))
                 .collect(),
             next_number,
+            published_end: 0,
         }
     }
 

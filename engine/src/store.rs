@@ -145,10 +145,12 @@ impl Inner {
         }
     }
 
-    /// Makes a committed group visible (its frames staged already): heads, committed position.
+    /// Makes a committed group visible (its frames staged already): heads and the position
+    /// readers read up to, together, then the position subscriptions wait on.
     pub fn publish(&self, frames: &[FrameSummary], committed: u64) {
         {
             let mut h = self.heads.write().unwrap_or_else(|p| p.into_inner());
+            h.published_end = h.published_end.max(committed);
             for f in frames {
                 for b in &f.batches {
                     h.set(
@@ -165,8 +167,13 @@ impl Inner {
         self.committed.1.notify_all();
     }
 
+    /// The position readers read up to: below it every event is committed and its stream's
+    /// head published (it moves with the heads, after the log's committed position).
     pub fn committed_position(&self) -> u64 {
-        self.reader.committed_position()
+        self.heads
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .published_end
     }
 
     /// The committed position as [`Inner::publish`] last set it, with the stream heads (what
@@ -1223,7 +1230,11 @@ impl Store {
             streams,
             stream_file_rebuild: Mutex::new(()),
             recent: Mutex::new(recent),
-            heads: RwLock::new(heads.clone()),
+            heads: RwLock::new({
+                let mut published = heads.clone();
+                published.published_end = committed;
+                published
+            }),
             poisoned: AtomicBool::new(false),
             index_failure: Mutex::new((String::new(), 0)),
             appends_refused: AtomicBool::new(false),

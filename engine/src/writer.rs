@@ -335,8 +335,8 @@ impl Completer {
         for job in jobs {
             let next = job.commit.next_position();
             job.commit.publish();
+            self.inner.publish(&job.summaries, next);
             if !job.summaries.is_empty() {
-                self.inner.publish(&job.summaries, next);
                 // Bounded channel: a lagging indexer slows the writer down instead of
                 // letting memory grow.
                 let _ = self.indexer.send(IndexerMsg::Frames(job.summaries));
