@@ -26,7 +26,7 @@ mod heads;
 pub mod limits;
 pub mod options;
 mod recent;
-mod sched;
+pub mod sched;
 pub mod snapshot;
 mod store;
 pub mod subscription;

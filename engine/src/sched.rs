@@ -17,6 +17,14 @@ use std::time::Duration;
 /// 100, 300 and 600 us were measured; 300 us did best.
 pub(crate) const SYNCER_SLICE: Duration = Duration::from_micros(300);
 
+/// Gives the calling thread the time slice the store's syncer thread asks for (a hint: Linux
+/// 6.12 and later honour it). For a benchmark's reference measurement of `fdatasync`, so that
+/// it waits on the disk as the store's syncer does: on a loaded machine a thread with the
+/// default slice waits longer for the CPU after the disk has answered.
+pub fn request_syncer_slice() -> std::io::Result<()> {
+    request_slice(SYNCER_SLICE)
+}
+
 /// The calling thread's scheduling attributes.
 #[cfg(target_os = "linux")]
 fn current_attr() -> std::io::Result<libc::sched_attr> {

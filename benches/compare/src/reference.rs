@@ -50,7 +50,21 @@ fn scratch(dir: &Path, what: &str) -> Scratch {
     )))
 }
 
+/// On a thread scheduled as Orchestrix's syncer is, so that on a loaded machine the figure
+/// is the disk's and not the wait for a CPU after it (which the syncer is spared).
 fn fdatasync_latency(dir: &Path, samples: u32) -> anyhow::Result<Latency> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // A hint: without it the figure is only less comparable on a loaded machine.
+            let _ = orchestrix::sched::request_syncer_slice();
+            fdatasync_latency_here(dir, samples)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the fdatasync reference thread panicked")))
+    })
+}
+
+fn fdatasync_latency_here(dir: &Path, samples: u32) -> anyhow::Result<Latency> {
     let path = scratch(dir, "fsync");
     let mut f = OpenOptions::new()
         .create(true)

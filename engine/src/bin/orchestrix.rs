@@ -666,8 +666,21 @@ fn payload(writer: u64, seq: u64, size: usize) -> Vec<u8> {
     v
 }
 
-/// Latency of appending 4 KiB and fdatasync to a scratch file in `dir`, 200 times.
+/// Latency of appending 4 KiB and fdatasync to a scratch file in `dir`, 200 times, on a
+/// thread scheduled as the store's syncer is (`orchestrix::sched::request_syncer_slice`).
 fn fsync_reference(dir: &Path) -> CliResult<Histogram<u64>> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // A hint: without it the figure is only less comparable on a loaded machine.
+            let _ = orchestrix::sched::request_syncer_slice();
+            fsync_reference_here(dir)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(msg("the fdatasync reference thread panicked")))
+    })
+}
+
+fn fsync_reference_here(dir: &Path) -> CliResult<Histogram<u64>> {
     let path = dir.join(format!(
         ".orchestrix-bench-fsync-{}.tmp",
         std::process::id()

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{ensure, Context};
 use async_trait::async_trait;
 use orchestrix::{
     AsyncStore, Direction, EventData, ExpectedVersion, ReadFilter, Store, StoreError,
@@ -202,14 +202,22 @@ impl Client for OrchestrixClient {
             .store()
             .read_stream(stream, 0, Direction::Forwards, max)
             .with_context(|| format!("reading {stream:?}"))?;
-        Ok(events
+        events
             .iter()
-            .map(|e| ReadEvent {
-                position: e.position,
-                version: e.version,
-                data_len: e.data().len(),
+            .map(|e| {
+                // The same check as the SQL backends make of each row's stream.
+                ensure!(
+                    e.stream() == stream,
+                    "reading {stream:?} returned an event of {:?}",
+                    e.stream()
+                );
+                Ok(ReadEvent {
+                    position: e.position,
+                    version: e.version,
+                    data_len: e.data().len(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn head(&mut self, stream: &str) -> anyhow::Result<Option<u64>> {

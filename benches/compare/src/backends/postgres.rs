@@ -27,7 +27,7 @@ use crate::backend::{
     AppendError, Backend, BulkPart, Client, Expected, NewEvent, ReadEvent, Tally,
 };
 use crate::backends::Setup;
-use crate::pg_server::{PgServer, SETTINGS};
+use crate::pg_server::{PgServer, SETTINGS, WAL_WARMUP_SQL};
 
 /// The environment variable naming an existing server to use instead of a throwaway one.
 pub const PG_URL_VAR: &str = "ORCHESTRIX_PG_URL";
@@ -184,6 +184,12 @@ impl Postgres {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        if server.is_some() {
+            admin
+                .batch_execute(WAL_WARMUP_SQL)
+                .await
+                .context("warming the throwaway server's WAL")?;
+        }
         admin
             .batch_execute(&format!(
                 "CREATE SCHEMA {schema}; SET search_path TO {schema}; {SCHEMA_SQL}"
@@ -250,7 +256,16 @@ impl Backend for Postgres {
         self.admin
             .batch_execute("TRUNCATE events, snapshots RESTART IDENTITY")
             .await
-            .context("emptying the events table")
+            .context("emptying the events table")?;
+        if self.server.is_some() {
+            // Before the timed run rather than in it (or in another backend's): the dirty
+            // pages written, the WAL files retired for reuse.
+            self.admin
+                .batch_execute("CHECKPOINT")
+                .await
+                .context("checkpointing the throwaway server")?;
+        }
+        Ok(())
     }
 
     async fn client(&self) -> anyhow::Result<Box<dyn Client>> {
