@@ -1847,23 +1847,8 @@ fn holds_a_store(dir: &Path) -> bool {
 /// through `vfs` (the log's and the snapshots' file layer: the same directories on the real
 /// one, its own in a test's simulated one), whose directory syncs make the entries durable.
 fn create_store_dir(vfs: &dyn Vfs, dir: &Path) -> std::io::Result<()> {
-    let missing: Vec<&Path> = dir
-        .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-        .collect();
-    std::fs::create_dir_all(dir)?;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    vfs.create_dir_all(dir)?;
-    for created in missing.iter().rev() {
-        let parent = created
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        vfs.sync_dir(parent)?;
-    }
-    Ok(())
+    orchestrix_log::fs::create_dir_durably(vfs, dir)?;
+    std::fs::create_dir_all(dir)
 }
 
 /// What of a sealed segment the indexer has still to write: its id file (the ids, which the

@@ -201,3 +201,37 @@ impl Vfs for StdFs {
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// Creates `dir` and its missing ancestors through `vfs`, then fsyncs the parent of each
+/// directory it created, so that their entries survive a power loss (a new directory is an
+/// entry of its parent, durable only once the parent is synced). Returns whether `dir` was
+/// created; an existing directory is left as it is.
+///
+/// ```
+/// use orchestrix_log::fs::{create_dir_durably, StdFs, Vfs};
+/// let tmp = tempfile::tempdir()?;
+/// let dir = tmp.path().join("a/b/log");
+/// assert!(create_dir_durably(&StdFs, &dir)?);
+/// assert!(StdFs.exists(&dir));
+/// assert!(!create_dir_durably(&StdFs, &dir)?);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<bool> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !vfs.exists(a))
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    vfs.create_dir_all(dir)?;
+    // Outermost first: each parent's entry is durable before its child's is synced in it.
+    for created in missing.iter().rev() {
+        let parent = created
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        vfs.sync_dir(parent)?;
+    }
+    Ok(true)
+}

@@ -326,17 +326,9 @@ pub fn open(
             config.segment_size_bytes_max
         )));
     }
-    let created = !vfs.exists(dir);
-    vfs.create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
-    if created {
-        // A new directory is itself an entry of its parent: without this, a power loss can
-        // take the whole log, acknowledged appends included, with it.
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        vfs.sync_dir(parent).map_err(|e| LogError::io(parent, e))?;
-    }
+    // A new directory (and each new ancestor) is an entry of its parent: without their
+    // syncs, a power loss can take the whole log, acknowledged appends included, with it.
+    crate::fs::create_dir_durably(vfs.as_ref(), dir).map_err(|e| LogError::io(dir, e))?;
     let shared = Arc::new(Shared {
         vfs: vfs.clone(),
         dir: dir.to_path_buf(),
