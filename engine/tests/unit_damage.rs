@@ -3,11 +3,12 @@
 //! Recovery checks units from the index checkpoint on; `verify` reads the whole log. Here the
 //! last frame of a clean store (the last part of a multi-stream append, below the checkpoint)
 //! is rewritten, CRC and all, to say that its unit goes on: the store still opens (recovery
-//! starts after it), and `verify` must name the unit's segment and offset.
+//! starts after it), and `verify` must name the unit's segment and offset. The same holds for
+//! a unit forged to go on past the end of a sealed segment (units never span segments).
 
 use std::path::Path;
 
-use orchestrix::{EventData, ExpectedVersion, Store, StoreError};
+use orchestrix::{EventData, ExpectedVersion, Options, Store, StoreError};
 use orchestrix_log::frame::{decode_frame, encode_unit_frame_with};
 use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
 use orchestrix_log::LogError;
@@ -82,8 +83,86 @@ fn verify_finds_a_unit_that_ends_with_the_log() {
     match store.verify() {
         Err(StoreError::Log(LogError::Corrupted { offset, reason, .. })) => {
             assert_eq!(offset, at as u64);
-            assert!(reason.contains("unit"), "{reason}");
+            assert!(reason.contains("ends with the log"), "{reason}");
         }
         other => panic!("verify passed a unit without its last frame: {other:?}"),
+    }
+}
+
+/// Rewrites the last frame of the segment file at `path` to say that its unit goes on;
+/// returns the frame's offset.
+fn forge_continues(path: &Path) -> usize {
+    let mut bytes = std::fs::read(path).unwrap();
+    let (at, frame) = last_frame(&bytes);
+    let (h, payload) = decode_frame(&frame).unwrap();
+    assert!(!h.continues, "the unit's last frame");
+    let mut forged = Vec::new();
+    encode_unit_frame_with(
+        &mut forged,
+        h.first_position,
+        h.durable_position,
+        h.event_count,
+        true,
+        |o| {
+            o.extend_from_slice(payload);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(forged.len(), frame.len());
+    bytes[at..at + forged.len()].copy_from_slice(&forged);
+    std::fs::write(path, &bytes).unwrap();
+    at
+}
+
+#[test]
+fn verify_finds_a_unit_that_ends_with_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), Options::test()).unwrap();
+        let parts = ["a", "b", "c"]
+            .iter()
+            .map(|s| {
+                (
+                    s.to_string(),
+                    ExpectedVersion::NoStream,
+                    vec![EventData::json("E", b"{}".to_vec())],
+                )
+            })
+            .collect();
+        store.append_multi(parts).unwrap();
+        // An event too large for what is left of the first segment: the log rolls, and the
+        // multi-stream append is the last thing in the sealed segment.
+        store
+            .append(
+                "d",
+                ExpectedVersion::NoStream,
+                vec![EventData::new("E", vec![7; 3900])],
+            )
+            .unwrap();
+        assert_eq!(store.verify().unwrap(), 4);
+        store.close().unwrap();
+    }
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 2, "{segments:?}");
+    let at = forge_continues(&segments[0]);
+
+    let store = Store::open_with(dir.path(), Options::test()).unwrap();
+    match store.verify() {
+        Err(StoreError::Log(LogError::Corrupted {
+            segment,
+            offset,
+            reason,
+        })) => {
+            assert_eq!(offset, at as u64);
+            assert!(segments[0].ends_with(&segment), "{segment}");
+            assert!(reason.contains("ends with its segment"), "{reason}");
+        }
+        other => panic!("verify passed a unit cut at the end of its segment: {other:?}"),
     }
 }
