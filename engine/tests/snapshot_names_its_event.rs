@@ -3,10 +3,14 @@
 //! (delete `index.redb`, reopen) keeps the snapshot directory: a snapshot taken against the
 //! newer history was trusted once the restored stream grew other events to its version.
 
+mod common;
+
 use std::path::Path;
 
+use common::deposit;
+
 use orchestrix::snapshot::Snapshot;
-use orchestrix::{EventData, ExpectedVersion, Store};
+use orchestrix::Store;
 
 fn snap(version: u64, state: &str) -> Snapshot {
     Snapshot {
@@ -15,19 +19,6 @@ fn snap(version: u64, state: &str) -> Snapshot {
         aggregate_type: "Account".to_owned(),
         state: state.as_bytes().to_vec(),
     }
-}
-
-fn deposit(store: &Store, amount: i64) {
-    store
-        .append(
-            "acct",
-            ExpectedVersion::Any,
-            vec![EventData::json(
-                "Deposited",
-                format!("{{\"amount\":{amount}}}").into_bytes(),
-            )],
-        )
-        .unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -9,10 +9,14 @@
 //! ignores a snapshot past the head (one copied from another store, say); and a snapshot past
 //! the head cannot be saved.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::deposit;
+
 use orchestrix::snapshot::Snapshot;
-use orchestrix::{Durability, EventData, ExpectedVersion, Options, Store, StoreError};
+use orchestrix::{Durability, Options, Store, StoreError};
 use orchestrix_log::testing::SimFs;
 
 fn snapshot(version: u64) -> Snapshot {
@@ -22,19 +26,6 @@ fn snapshot(version: u64) -> Snapshot {
         aggregate_type: "Account".into(),
         state: format!("balance after {version}").into_bytes(),
     }
-}
-
-fn deposit(store: &Store, n: u64) {
-    store
-        .append(
-            "acct",
-            ExpectedVersion::Any,
-            vec![EventData::json(
-                "Deposited",
-                format!("{{\"n\":{n}}}").into_bytes(),
-            )],
-        )
-        .unwrap();
 }
 
 #[test]
@@ -49,12 +40,12 @@ fn a_saved_snapshot_keeps_its_events_through_a_power_loss() {
         let sim = Arc::new(SimFs::new());
         let (store, _) = Store::open_with_vfs(&dir, opts.clone(), sim.clone()).unwrap();
         for n in 0..10 {
-            deposit(&store, n);
+            deposit(&store, n as i64);
         }
         store.save_snapshot(&snapshot(9)).unwrap();
         // Acknowledged but never synced: these may go.
         for n in 10..13 {
-            deposit(&store, n);
+            deposit(&store, n as i64);
         }
         let crashed = sim.crash(seed);
         store.close().unwrap();
@@ -87,7 +78,7 @@ fn snapshots_past_the_head_are_neither_saved_nor_loaded() {
         other => panic!("a snapshot of a stream without events: {other:?}"),
     }
     for n in 0..10 {
-        deposit(&store, n);
+        deposit(&store, n as i64);
     }
     assert!(matches!(
         store.save_snapshot(&snapshot(10)),
@@ -101,7 +92,7 @@ fn snapshots_past_the_head_are_neither_saved_nor_loaded() {
     // The snapshot files copied into a store whose stream is shorter.
     let other = Store::open_with(b.path(), Options::test()).unwrap();
     for n in 0..3 {
-        deposit(&other, n);
+        deposit(&other, n as i64);
     }
     other.close().unwrap();
     drop(other);

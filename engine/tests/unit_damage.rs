@@ -38,46 +38,31 @@ fn only_segment(dir: &Path) -> std::path::PathBuf {
     segments.pop().unwrap()
 }
 
+/// One multi-stream append: a unit of three frames.
+fn append_to_three_streams(store: &Store) {
+    let parts = ["a", "b", "c"]
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                ExpectedVersion::NoStream,
+                vec![EventData::json("E", b"{}".to_vec())],
+            )
+        })
+        .collect();
+    store.append_multi(parts).unwrap();
+}
+
 #[test]
 fn verify_finds_a_unit_that_ends_with_the_log() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        let parts = ["a", "b", "c"]
-            .iter()
-            .map(|s| {
-                (
-                    s.to_string(),
-                    ExpectedVersion::NoStream,
-                    vec![EventData::json("E", b"{}".to_vec())],
-                )
-            })
-            .collect();
-        store.append_multi(parts).unwrap();
+        append_to_three_streams(&store);
         assert_eq!(store.verify().unwrap(), 3);
         store.close().unwrap();
     }
-    let path = only_segment(dir.path());
-    let mut bytes = std::fs::read(&path).unwrap();
-    let (at, frame) = last_frame(&bytes);
-    let (h, payload) = decode_frame(&frame).unwrap();
-    assert!(!h.continues, "the unit's last frame");
-    let mut forged = Vec::new();
-    encode_unit_frame_with(
-        &mut forged,
-        h.first_position,
-        h.durable_position,
-        h.event_count,
-        true,
-        |o| {
-            o.extend_from_slice(payload);
-            Ok(())
-        },
-    )
-    .unwrap();
-    assert_eq!(forged.len(), frame.len());
-    bytes[at..at + forged.len()].copy_from_slice(&forged);
-    std::fs::write(&path, &bytes).unwrap();
+    let at = forge_continues(&only_segment(dir.path()));
 
     let store = Store::open(dir.path()).unwrap();
     match store.verify() {
@@ -120,17 +105,7 @@ fn verify_finds_a_unit_that_ends_with_its_segment() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open_with(dir.path(), Options::test()).unwrap();
-        let parts = ["a", "b", "c"]
-            .iter()
-            .map(|s| {
-                (
-                    s.to_string(),
-                    ExpectedVersion::NoStream,
-                    vec![EventData::json("E", b"{}".to_vec())],
-                )
-            })
-            .collect();
-        store.append_multi(parts).unwrap();
+        append_to_three_streams(&store);
         // An event too large for what is left of the first segment: the log rolls, and the
         // multi-stream append is the last thing in the sealed segment.
         store
