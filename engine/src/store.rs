@@ -146,10 +146,16 @@ impl Inner {
     }
 
     /// Makes a committed group visible (its frames staged already): heads and the position
-    /// readers read up to, together, then the position subscriptions wait on.
-    pub fn publish(&self, frames: &[FrameSummary], committed: u64) {
+    /// readers read up to, together, then the position subscriptions wait on. Returns false,
+    /// publishing nothing, once the store is latched: the latch is set under the same lock
+    /// ([`Inner::poison`]), so that nothing is published after a reader has seen it (a
+    /// subscription ends once it has seen the latch and then read everything published).
+    pub fn publish(&self, frames: &[FrameSummary], committed: u64) -> bool {
         {
             let mut h = self.heads.write().unwrap_or_else(|p| p.into_inner());
+            if self.poisoned.load(Ordering::Acquire) {
+                return false;
+            }
             h.published_end = h.published_end.max(committed);
             for f in frames {
                 for b in &f.batches {
@@ -165,6 +171,7 @@ impl Inner {
         }
         *lock(&self.committed.0) = committed;
         self.committed.1.notify_all();
+        true
     }
 
     /// The position readers read up to: below it every event is committed and its stream's
@@ -203,7 +210,11 @@ impl Inner {
     /// subscribers, which end with [`StoreError::Poisoned`] once they have delivered what was
     /// committed before.
     pub fn poison(&self) {
-        self.poisoned.store(true, Ordering::Release);
+        {
+            // Under the heads' lock: see `Inner::publish`.
+            let _h = self.heads.write().unwrap_or_else(|p| p.into_inner());
+            self.poisoned.store(true, Ordering::Release);
+        }
         self.notify_waiters();
     }
 
@@ -1540,9 +1551,14 @@ impl Store {
             self.sync()?;
         }
         let event_id = self.event_id_at(&snapshot.stream, snapshot.version)?;
-        let head = head.unwrap_or_default();
+        // The head as of the check (under the snapshot directory's lock), not as of the
+        // start of this save: a newer snapshot saved meanwhile may be past that.
         let trusted = |version: u64, id: Option<Uuid>| {
-            version <= head && self.snapshot_anchor_holds(&snapshot.stream, version, id)
+            self.stream_head(&snapshot.stream)
+                .ok()
+                .flatten()
+                .is_some_and(|h| version <= h)
+                && self.snapshot_anchor_holds(&snapshot.stream, version, id)
         };
         Ok(self.snapshots.save_at(snapshot, event_id, &trusted)?)
     }

@@ -332,10 +332,24 @@ impl Completer {
             }
             return;
         }
-        for job in jobs {
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
             let next = job.commit.next_position();
             job.commit.publish();
-            self.inner.publish(&job.summaries, next);
+            if !self.inner.publish(&job.summaries, next) {
+                // The store was latched by a failed write while this group was being synced:
+                // nothing is acknowledged after a failure, and a subscription that saw the
+                // latch has ended (the group is in the log, unacknowledged: a reopen keeps it).
+                fail_all(job.pending, None);
+                refuse_all(job.refused);
+                fail_syncs(job.syncs, None);
+                for job in jobs {
+                    fail_all(job.pending, None);
+                    refuse_all(job.refused);
+                    fail_syncs(job.syncs, None);
+                }
+                return;
+            }
             if !job.summaries.is_empty() {
                 // Bounded channel: a lagging indexer slows the writer down instead of
                 // letting memory grow.
