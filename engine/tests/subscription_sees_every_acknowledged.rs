@@ -3,14 +3,15 @@
 //! store latched had already ended with `Poisoned` without delivering it. Now nothing is
 //! published (or acknowledged) once the store is latched: the latch and the publication
 //! share a lock. Found by a review; fails without the fix.
+mod common;
+
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use common::{on_thread, FileOp, HookFs};
 use orchestrix::{EventData, ExpectedVersion, Options, ReadFilter, Store, StoreError};
-use orchestrix_log::fs::{StdFs, VFile, Vfs};
 
 struct Ctl {
     arm_write: AtomicBool,
@@ -20,69 +21,6 @@ struct Ctl {
     w_release: Barrier,
     s_reached: Barrier,
     s_release: Barrier,
-}
-fn on(name: &str) -> bool {
-    std::thread::current().name() == Some(name)
-}
-struct GFile(Arc<dyn VFile>, Arc<Ctl>);
-impl VFile for GFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.0.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if on("orchestrix-writer") {
-            if self.1.arm_write.swap(false, Ordering::AcqRel) {
-                self.1.w_reached.wait();
-                self.1.w_release.wait();
-            } else if self.1.fail_writes.load(Ordering::Acquire) {
-                return Err(io::Error::from_raw_os_error(5));
-            }
-        }
-        self.0.write_all_at(buf, offset)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        if on("orchestrix-syncer") && self.1.arm_sync.swap(false, Ordering::AcqRel) {
-            self.1.s_reached.wait();
-            self.1.s_release.wait();
-        }
-        self.0.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.0.len()
-    }
-}
-struct GFs(Arc<Ctl>);
-impl Vfs for GFs {
-    fn open(&self, p: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(Arc::new(GFile(StdFs.open(p)?, self.0.clone())))
-    }
-    fn create_new(&self, p: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(Arc::new(GFile(StdFs.create_new(p)?, self.0.clone())))
-    }
-    fn create(&self, p: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(Arc::new(GFile(StdFs.create(p)?, self.0.clone())))
-    }
-    fn list(&self, d: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(d)
-    }
-    fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
-        StdFs.rename(a, b)
-    }
-    fn remove(&self, p: &Path) -> io::Result<()> {
-        StdFs.remove(p)
-    }
-    fn sync_dir(&self, d: &Path) -> io::Result<()> {
-        StdFs.sync_dir(d)
-    }
-    fn create_dir_all(&self, d: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(d)
-    }
-    fn exists(&self, p: &Path) -> bool {
-        StdFs.exists(p)
-    }
 }
 fn ev() -> EventData {
     EventData::new("E", vec![b'x'; 8])
@@ -100,8 +38,35 @@ fn a_subscription_delivers_every_acknowledged_event_before_poisoned() {
         s_reached: Barrier::new(2),
         s_release: Barrier::new(2),
     });
-    let (store, _) =
-        Store::open_with_vfs(tmp.path(), Options::test(), Arc::new(GFs(ctl.clone()))).unwrap();
+    let (store, _) = Store::open_with_vfs(
+        tmp.path(),
+        Options::test(),
+        Arc::new({
+            let ctl = ctl.clone();
+            HookFs::new(move |op| {
+                match op {
+                    FileOp::Write if on_thread("orchestrix-writer") => {
+                        if ctl.arm_write.swap(false, Ordering::AcqRel) {
+                            ctl.w_reached.wait();
+                            ctl.w_release.wait();
+                        } else if ctl.fail_writes.load(Ordering::Acquire) {
+                            return Err(io::Error::from_raw_os_error(5));
+                        }
+                    }
+                    FileOp::Sync
+                        if on_thread("orchestrix-syncer")
+                            && ctl.arm_sync.swap(false, Ordering::AcqRel) =>
+                    {
+                        ctl.s_reached.wait();
+                        ctl.s_release.wait();
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+        }),
+    )
+    .unwrap();
     let store = Arc::new(store);
     store.append("s", ExpectedVersion::Any, vec![ev()]).unwrap();
     let mut sub = store.subscribe_all(0, ReadFilter::all());
