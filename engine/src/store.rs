@@ -1554,11 +1554,10 @@ impl Store {
         // The head as of the check (under the snapshot directory's lock), not as of the
         // start of this save: a newer snapshot saved meanwhile may be past that.
         let trusted = |version: u64, id: Option<Uuid>| {
-            self.stream_head(&snapshot.stream)
-                .ok()
-                .flatten()
-                .is_some_and(|h| version <= h)
-                && self.snapshot_anchor_holds(&snapshot.stream, version, id)
+            matches!(
+                self.snapshot_mismatch(&snapshot.stream, version, id),
+                Ok(None)
+            )
         };
         Ok(self.snapshots.save_at(snapshot, event_id, &trusted)?)
     }
@@ -1572,17 +1571,24 @@ impl Store {
             .map(|e| e.id))
     }
 
-    /// Whether a snapshot of `stream` at `version` naming the event `id` describes the
-    /// stream's events: the event at that version is the one named (a snapshot naming none,
-    /// saved without a store, is taken on its version alone). A read that fails counts as
-    /// no.
-    fn snapshot_anchor_holds(&self, stream: &str, version: u64, id: Option<Uuid>) -> bool {
-        match id {
-            None => true,
-            Some(id) => self
-                .event_id_at(stream, version)
-                .is_ok_and(|found| found == Some(id)),
+    /// Why a snapshot of `stream` at `version` naming the event `id` does not describe the
+    /// stream's events, if it does not: it is past the stream's head, or the event at its
+    /// version is not the one it names (a snapshot naming none, saved without a store, is
+    /// taken on its version alone).
+    fn snapshot_mismatch(
+        &self,
+        stream: &str,
+        version: u64,
+        id: Option<Uuid>,
+    ) -> Result<Option<String>> {
+        let head = self.stream_head(stream)?;
+        if head.is_none_or(|h| version > h) {
+            return Ok(Some(format!("past the stream's head ({head:?})")));
         }
+        let Some(id) = id else { return Ok(None) };
+        let found = self.event_id_at(stream, version)?;
+        Ok((found != Some(id))
+            .then(|| format!("taken at event {id}, where the stream has {found:?} at its version")))
     }
 
     /// Loads the latest snapshot of a stream; a damaged one is ignored (`None`), and so is,
@@ -1595,28 +1601,13 @@ impl Store {
         let Some((snapshot, event_id)) = self.snapshots.load_at(stream)? else {
             return Ok(None);
         };
-        let head = self.stream_head(stream)?;
-        if head.is_none_or(|h| snapshot.version > h) {
+        if let Some(why) = self.snapshot_mismatch(stream, snapshot.version, event_id)? {
             tracing::warn!(
                 stream,
                 version = snapshot.version,
-                head = ?head,
-                "ignoring a snapshot past the stream's head"
+                "ignoring a snapshot that does not describe the stream's events: {why}"
             );
             return Ok(None);
-        }
-        if let Some(id) = event_id {
-            let found = self.event_id_at(stream, snapshot.version)?;
-            if found != Some(id) {
-                tracing::warn!(
-                    stream,
-                    version = snapshot.version,
-                    snapshot_event = %id,
-                    stream_event = ?found,
-                    "ignoring a snapshot taken at another event than the stream's at its version"
-                );
-                return Ok(None);
-            }
         }
         Ok(Some(snapshot))
     }

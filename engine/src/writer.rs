@@ -340,13 +340,13 @@ impl Completer {
                 // The store was latched by a failed write while this group was being synced:
                 // nothing is acknowledged after a failure, and a subscription that saw the
                 // latch has ended (the group is in the log, unacknowledged: a reopen keeps it).
-                fail_all(job.pending, None);
-                refuse_all(job.refused);
-                fail_syncs(job.syncs, None);
-                for job in jobs {
-                    fail_all(job.pending, None);
-                    refuse_all(job.refused);
-                    fail_syncs(job.syncs, None);
+                let rest = jobs.map(|j| (j.pending, j.refused, j.syncs));
+                for (pending, refused, syncs) in
+                    std::iter::once((job.pending, job.refused, job.syncs)).chain(rest)
+                {
+                    fail_all(pending, None);
+                    refuse_all(refused);
+                    fail_syncs(syncs, None);
                 }
                 return;
             }
