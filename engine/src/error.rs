@@ -97,15 +97,26 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// The log failed (including `Corrupted { segment, offset }`).
+    /// The log failed (including `Corrupted { segment, offset }`). The log's own latch,
+    /// `LogError::Poisoned`, is never returned in here but as [`StoreError::Poisoned`].
     #[error(transparent)]
-    Log(#[from] orchestrix_log::LogError),
+    Log(orchestrix_log::LogError),
     /// The index failed.
     #[error(transparent)]
     Index(#[from] orchestrix_index::IndexError),
     /// The snapshot store failed.
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+}
+
+impl From<orchestrix_log::LogError> for StoreError {
+    /// A latched log is a latched store: one error for callers to match.
+    fn from(e: orchestrix_log::LogError) -> Self {
+        match e {
+            orchestrix_log::LogError::Poisoned => StoreError::Poisoned,
+            e => StoreError::Log(e),
+        }
+    }
 }
 
 /// Result alias of the public API.

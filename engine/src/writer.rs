@@ -231,13 +231,15 @@ fn refuse_all(refused: Vec<Refused>) {
 }
 
 /// Answers every append of a failed group: the first gets the error itself, the others a
-/// `WriteFailed` naming it (or `Poisoned` when the failure happened earlier).
+/// `WriteFailed` naming it (or `Poisoned` when the failure happened earlier: the log refused
+/// the write because it is latched).
 fn fail_all(pending: Vec<Pending>, error: Option<LogError>) {
+    let error = error.filter(|e| !matches!(e, LogError::Poisoned));
     let reason = error.as_ref().map(ToString::to_string);
     let mut first = error;
     for (reply, _, parts) in pending {
         let err = match (first.take(), &reason) {
-            (Some(e), _) => StoreError::Log(e),
+            (Some(e), _) => StoreError::from(e),
             (None, Some(r)) => StoreError::WriteFailed(r.clone()),
             (None, None) => StoreError::Poisoned,
         };

@@ -9,11 +9,12 @@
 //! `verify()` passes and new appends succeed. The tmpfs is always unmounted (lazily) by a guard,
 //! even on panic. Without the right to mount, the test is skipped, or fails when `CI=true`.
 
+mod common;
+
 use std::collections::HashMap;
-use std::error::Error as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
+
+use common::{chain, has_os_error, may_mount, Rng, TmpfsMount};
 
 use orchestrix::{Direction, EventData, ExpectedVersion, Options, ReadFilter, Store, StoreError};
 use uuid::Uuid;
@@ -25,106 +26,9 @@ const STREAMS: usize = 3;
 /// A bound on appends per round: the disk must fill long before this.
 const APPENDS_MAX: usize = 50_000;
 
-/// A mounted tmpfs, unmounted (lazily, so a busy mount never blocks) when dropped.
-struct TmpfsMount {
-    dir: PathBuf,
-}
-
-impl TmpfsMount {
-    fn mount(dir: &Path, size_kib: u64) -> Result<TmpfsMount, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(TmpfsMount {
-                dir: dir.to_path_buf(),
-            })
-        } else {
-            Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
-    fn remount(&self, size: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.dir)
-            .output()
-            .expect("run mount -o remount");
-        assert!(
-            out.status.success(),
-            "remount of {} to {size} failed: {}",
-            self.dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        match Command::new("umount").arg("-l").arg(&self.dir).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "warning: umount -l {} failed: {}",
-                self.dir.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => eprintln!("warning: cannot run umount: {e}"),
-        }
-    }
-}
-
 /// Whether an error (or any error in its source chain) is ENOSPC.
 fn is_enospc(e: &StoreError) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(28) || io.kind() == std::io::ErrorKind::StorageFull {
-                return true;
-            }
-        }
-        if err.to_string().contains("No space left") {
-            return true;
-        }
-        cur = err.source();
-    }
-    let dbg = format!("{e:?}");
-    dbg.contains("StorageFull") || dbg.contains("code: 28")
-}
-
-/// The full error text, with its source chain.
-fn chain(e: &StoreError) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let t = err.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = err.source();
-    }
-    s
-}
-
-/// A tiny deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+    has_os_error(e, 28) || chain(e).contains("No space left")
 }
 
 fn event(rng: &mut Rng, stream: &str, version: u64) -> EventData {
@@ -156,14 +60,6 @@ struct RoundReport {
     acked_appends: usize,
     acked_events: usize,
     first_error: String,
-}
-
-/// Whether this process may mount a tmpfs; `Err` says why not.
-fn can_mount() -> Result<(), String> {
-    let probe = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let m = TmpfsMount::mount(probe.path(), 64)?;
-    drop(m);
-    Ok(())
 }
 
 /// One round at `size_kib`; `None` if the store could not even be opened (ENOSPC at open).
@@ -406,14 +302,7 @@ fn round(size_kib: u64, seed: u64) -> Option<RoundReport> {
 
 #[test]
 fn fill_real_tmpfs_then_recover() {
-    if let Err(why) = can_mount() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "enospc_real_disk: cannot mount a tmpfs ({why}); CI must run this test as root \
-                 with mount rights"
-            );
-        }
-        eprintln!("SKIPPED enospc_real_disk: cannot mount a tmpfs ({why}); run as root");
+    if !may_mount("enospc_real_disk", "mount rights") {
         return;
     }
     let started = Instant::now();

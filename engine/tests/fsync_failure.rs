@@ -13,6 +13,7 @@ use std::sync::Arc;
 use orchestrix::{Direction, EventData, ExpectedVersion, Options, ReadFilter, Store, StoreError};
 use orchestrix_log::fs::{StdFs, Vfs};
 use orchestrix_log::testing::{FaultKind, FaultyFs};
+use orchestrix_log::LogError;
 use uuid::Uuid;
 
 const APPENDS: usize = 50;
@@ -74,11 +75,8 @@ fn run_workload(store: &Store) -> Outcome {
                 assert!(
                     matches!(
                         e,
-                        StoreError::Poisoned
-                            | StoreError::Log(_)
-                            | StoreError::Io { .. }
-                            | StoreError::Index(_)
-                    ),
+                        StoreError::Poisoned | StoreError::Io { .. } | StoreError::Index(_)
+                    ) || matches!(&e, StoreError::Log(l) if !matches!(l, LogError::Poisoned)),
                     "append {k}: unexpected error {e:?}"
                 );
                 out.failed = true;

@@ -105,3 +105,130 @@ impl Vfs for HookFs {
         StdFs.exists(p)
     }
 }
+
+/// Runs a system command (`mount`, `losetup`, ...), returning its standard output, or what
+/// it said on failure.
+pub fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{program} {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A mounted tmpfs, unmounted (lazily, so a busy mount never blocks) when dropped.
+pub struct TmpfsMount {
+    pub dir: std::path::PathBuf,
+}
+
+impl TmpfsMount {
+    pub fn mount(dir: &Path, size_kib: u64) -> Result<TmpfsMount, String> {
+        let size = format!("size={size_kib}k");
+        run(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "-o".as_ref(),
+                size.as_ref(),
+                "tmpfs".as_ref(),
+                dir.as_os_str(),
+            ],
+        )?;
+        Ok(TmpfsMount {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Changes the size (`"32m"`, say): frees space on a full tmpfs.
+    pub fn remount(&self, size: &str) {
+        let opts = format!("remount,size={size}");
+        if let Err(e) = run(
+            "mount",
+            &["-o".as_ref(), opts.as_ref(), self.dir.as_os_str()],
+        ) {
+            panic!("{e}");
+        }
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        if let Err(e) = run("umount", &["-l".as_ref(), self.dir.as_os_str()]) {
+            eprintln!("warning: {e}");
+        }
+    }
+}
+
+/// Whether this process may mount a tmpfs; `Err` says why not.
+pub fn can_mount() -> Result<(), String> {
+    let probe = tempfile::tempdir().map_err(|e| e.to_string())?;
+    TmpfsMount::mount(probe.path(), 64).map(drop)
+}
+
+/// For a test that needs root (mounts): `true` to go on; otherwise it says why it is
+/// skipped, or panics when `CI=true` (CI must run it).
+pub fn may_mount(test: &str, needs: &str) -> bool {
+    let Err(why) = can_mount() else {
+        return true;
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: cannot mount a tmpfs ({why}); CI must run this test as root with {needs}");
+    }
+    eprintln!("SKIPPED {test}: cannot mount a tmpfs ({why}); run as root");
+    false
+}
+
+/// Whether an error, or any error in its source chain, is the OS error `code` (`ENOSPC` 28,
+/// `EIO` 5, ...).
+pub fn has_os_error(e: &orchestrix::StoreError, code: i32) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.raw_os_error() == Some(code) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    format!("{e:?}").contains(&format!("code: {code},"))
+}
+
+/// The full error text, with its source chain.
+pub fn chain(e: &orchestrix::StoreError) -> String {
+    use std::error::Error as _;
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = err.source();
+    }
+    s
+}
+
+/// A tiny deterministic generator (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
