@@ -843,9 +843,14 @@ impl Writer {
             let mut first = None;
             for (i, e) in p.events.iter().enumerate() {
                 let Some(pl) = &found[k] else {
-                    // Some ids are new, some are not: a conflicting reuse.
-                    let existing = found.iter().flatten().next().map_or(0, |p| p.position);
-                    return Err(conflict(e.id, existing));
+                    // Some ids are new, some are not: a conflicting reuse, named by a stored
+                    // id (not this new one) and where it is.
+                    let events = parts.iter().flat_map(|p| &p.events);
+                    let (id, existing) = events
+                        .zip(found)
+                        .find_map(|(e, f)| f.as_ref().map(|f| (e.id, f.position)))
+                        .unwrap_or((e.id, 0));
+                    return Err(conflict(id, existing));
                 };
                 k += 1;
                 if *pl.stream != *p.stream {
