@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Result, StoreError};
-use crate::limits::EVENT_SIZE_MAX_DEFAULT;
+use crate::limits::{BATCH_SIZE_MAX, EVENT_SIZE_MAX_DEFAULT};
 use orchestrix_log::segment::SEGMENT_SIZE_MIN;
 
 /// The most appends [`Options::queue_depth`] lets wait for the writer.
@@ -34,7 +34,8 @@ pub struct Options {
     pub durability: Durability,
     /// Segment size; the test configuration uses 4 KiB so that segments roll often.
     pub segment_size_bytes_max: u64,
-    /// Largest event accepted.
+    /// Largest event accepted (its encoded size), from 1 byte to [`BATCH_SIZE_MAX`], the
+    /// limit of a whole append.
     pub event_size_max: u64,
     /// How many appends may wait for the writer before callers block (backpressure).
     pub queue_depth: usize,
@@ -70,8 +71,12 @@ impl Options {
                 self.segment_size_bytes_max
             ));
         }
-        if self.event_size_max == 0 {
-            return bad("event_size_max must be positive".into());
+        if self.event_size_max == 0 || self.event_size_max > BATCH_SIZE_MAX {
+            return bad(format!(
+                "event_size_max {} is outside 1 to {BATCH_SIZE_MAX} bytes (the limit of a whole \
+                 append)",
+                self.event_size_max
+            ));
         }
         if self.queue_depth == 0 || self.queue_depth > QUEUE_DEPTH_MAX {
             return bad(format!(

@@ -6,7 +6,7 @@
 //! each rejected with their typed
 //! error, and `committed_position()` does not move (nor does anything reach the log on reopen).
 
-use orchestrix::limits::{BATCH_EVENT_COUNT_MAX, STREAM_ID_LEN_MAX};
+use orchestrix::limits::{BATCH_EVENT_COUNT_MAX, BATCH_SIZE_MAX, STREAM_ID_LEN_MAX};
 use orchestrix::{Direction, EventData, ExpectedVersion, Options, ReadFilter, Store, StoreError};
 
 const MAX: u64 = 4096;
@@ -335,7 +335,12 @@ fn bad_options_are_refused_before_the_directory_is_made() {
         ),
         case(|o| o.queue_depth = 0, "queue_depth 0 is outside"),
         case(|o| o.queue_depth = usize::MAX, "queue_depth"),
-        case(|o| o.event_size_max = 0, "event_size_max"),
+        case(|o| o.event_size_max = 0, "event_size_max 0 is outside"),
+        case(
+            |o| o.event_size_max = BATCH_SIZE_MAX + 1,
+            "event_size_max 67108865 is outside 1 to 67108864",
+        ),
+        case(|o| o.event_size_max = u64::MAX, "event_size_max"),
         case(
             |o| o.durability = Durability::Interval(Duration::ZERO),
             "sync interval of 0ns is below the minimum of 1ms",
@@ -367,6 +372,7 @@ fn bad_options_are_refused_before_the_directory_is_made() {
         queue_depth: orchestrix::options::QUEUE_DEPTH_MAX,
         durability: Durability::Interval(Duration::from_millis(1)),
         index_checkpoint_interval: Duration::from_millis(1),
+        event_size_max: BATCH_SIZE_MAX,
         ..Options::default()
     };
     let store = Store::open_with(&dir, ok).unwrap();
