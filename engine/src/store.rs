@@ -1643,12 +1643,19 @@ impl Store {
         for segment in self.inner.streams.segments() {
             self.inner.streams.read_segment(segment)?;
         }
+        // Up to what readers see (with appends going on, the log's committed end moves first,
+        // before the stream heads and the index's bound are published; a group's end is a
+        // unit's end).
+        let end = self.inner.committed_position();
         let mut scanner = self.inner.reader.scan();
         let mut expected = 0u64;
         let mut p = FrameSpans::default();
         // A frame whose unit goes on in the next one (see `FRAME_CONTINUES`).
         let mut open_unit: Option<FrameLocation> = None;
         while let Some((loc, h, payload)) = scanner.next_frame()? {
+            if h.first_position >= end {
+                break;
+            }
             if let Some(u) = open_unit.filter(|u| u.segment != loc.segment) {
                 return Err(corrupted_at(
                     u,
