@@ -1535,8 +1535,10 @@ impl Store {
     /// power loss cannot keep the snapshot and lose the events it reflects. The stream keeps
     /// the snapshot of the highest version: a save older than the one stored is skipped.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        // A closed store writes nothing more, snapshots included.
-        self.sender()?;
+        // A closed store writes nothing more, snapshots included. The sender is held for the
+        // whole save: `close` waits for the writer, which ends only once every sender is
+        // gone, so a close begun meanwhile returns after this save, not before it writes.
+        let _open = self.sender()?;
         check_stream_id(&snapshot.stream)?;
         let head = self.stream_head(&snapshot.stream)?;
         if head.is_none_or(|h| snapshot.version > h) {
