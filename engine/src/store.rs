@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     /// Set by `close` to stop the sync timer at once (it holds a sender of the writer's
     /// queue, which the writer waits for to end); its wait is on the condition variable.
     pub timer_stop: (Mutex<bool>, Condvar),
+    /// The failure of the writer's last fdatasync at close (relaxed durability), for `close`
+    /// to return.
+    pub close_failure: Mutex<Option<LogError>>,
     /// The store directory's lock, held for as long as anything of this store lives (a
     /// subscription too: it keeps the index and the segment maps open).
     _lock: File,
@@ -1253,6 +1256,7 @@ impl Store {
             committed: (Mutex::new(committed), Condvar::new()),
             closed: AtomicBool::new(false),
             timer_stop: (Mutex::new(false), Condvar::new()),
+            close_failure: Mutex::new(None),
             _lock: lock_file,
         });
         let snapshots = SnapshotStore::open(vfs.clone(), dir.join(SNAPSHOT_DIR))?;
@@ -1703,6 +1707,7 @@ impl Store {
     }
 
     /// Flushes, syncs and stops the background threads. Dropping the store does the same.
+    /// Under relaxed durability a failure of the closing fdatasync is returned (once).
     pub fn close(&self) -> Result<()> {
         // A second caller waits for the first to finish: when close returns, the store is
         // closed.
@@ -1730,7 +1735,11 @@ impl Store {
         // `closed` reads once more, and so delivers all of them before it ends.
         self.inner.closed.store(true, Ordering::Release);
         self.inner.notify_waiters();
-        Ok(())
+        // The writer's last fdatasync failed: what it was to make durable may not be.
+        match lock(&self.inner.close_failure).take() {
+            Some(e) => Err(StoreError::Log(e)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -551,11 +551,23 @@ impl Writer {
         if self.durability != Durability::Always
             && !self.log.is_poisoned()
             && !self.inner.poisoned.load(Ordering::Acquire)
-            && self.log.sync().is_ok()
         {
-            self.inner
-                .durable_position
-                .fetch_max(self.log.durable_position(), Ordering::AcqRel);
+            match self.log.sync() {
+                Ok(()) => {
+                    self.inner
+                        .durable_position
+                        .fetch_max(self.log.durable_position(), Ordering::AcqRel);
+                }
+                Err(e) => {
+                    // `close` returns it: the appends it was to make durable may not be.
+                    tracing::error!(error = %e, "fdatasync at close failed");
+                    *self
+                        .inner
+                        .close_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
         }
         drop(self.syncer);
     }

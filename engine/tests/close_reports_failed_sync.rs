@@ -1,0 +1,49 @@
+//! `Store::close` "flushes, syncs and stops the background threads": under relaxed
+//! durability (`Interval`, `Never`) it is the fdatasync that makes the appends acknowledged
+//! since the last tick durable. When that fdatasync fails, close must say so: a caller that
+//! gets `Ok` from close takes its appends for durable, and a power loss then takes them.
+//! (A review found the writer's final fdatasync result ignored and close always `Ok`.)
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::deposit;
+
+use orchestrix::{Durability, Options, Store};
+use orchestrix_log::testing::SimFs;
+
+#[test]
+fn a_failed_fdatasync_at_close_is_reported() {
+    for durability in [
+        Durability::Interval(Duration::from_secs(3600)),
+        Durability::Never,
+    ] {
+        let opts = Options {
+            durability,
+            ..Options::test()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let sim = Arc::new(SimFs::new());
+        let (store, _) = Store::open_with_vfs(&dir, opts.clone(), sim.clone()).unwrap();
+        for n in 0..3 {
+            deposit(&store, n);
+        }
+        // The next fdatasync (close's) fails: the appends' pages never reach the disk.
+        sim.fail_sync(0);
+        let closed = store.close();
+        // What a power loss right after the close keeps.
+        let crashed = sim.crash(1);
+        drop(store);
+        std::fs::remove_file(dir.join("index.redb")).unwrap();
+        let (reopened, _) = Store::open_with_vfs(&dir, opts, Arc::new(crashed)).unwrap();
+        let kept = reopened.committed_position();
+        assert!(
+            closed.is_err(),
+            "{durability:?}: close returned Ok although its fdatasync failed; after a power \
+             loss {kept} of the 3 acknowledged appends are left"
+        );
+    }
+}
