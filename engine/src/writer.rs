@@ -548,10 +548,18 @@ impl Writer {
         }
         // Under relaxed durability, make everything written durable before stopping; the
         // syncer publishes what is still queued.
-        if self.durability != Durability::Always
-            && !self.log.is_poisoned()
-            && !self.inner.poisoned.load(Ordering::Acquire)
-        {
+        let latched = self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire);
+        if self.durability != Durability::Always && latched {
+            // A failure latched the store with acknowledged appends not durable (a tick's
+            // fdatasync failed, say): `close` must not answer as if it had synced them.
+            if self.inner.durable_position.load(Ordering::Acquire) < self.log.next_position() {
+                *self
+                    .inner
+                    .close_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(LogError::Poisoned);
+            }
+        } else if self.durability != Durability::Always {
             match self.log.sync() {
                 Ok(()) => {
                     self.inner

@@ -47,3 +47,35 @@ fn a_failed_fdatasync_at_close_is_reported() {
         );
     }
 }
+
+/// The same when the fdatasync that failed was a tick's, before the close: the appends
+/// acknowledged since the last good one are not durable, the store is latched and skips the
+/// closing fdatasync, and close must not answer `Ok` as if it had made them durable.
+#[test]
+fn close_after_a_failed_tick_fdatasync_is_an_error() {
+    let opts = Options {
+        durability: Durability::Interval(Duration::from_millis(20)),
+        ..Options::test()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let sim = Arc::new(SimFs::new());
+    let (store, _) = Store::open_with_vfs(&dir, opts.clone(), sim.clone()).unwrap();
+    sim.fail_sync(0);
+    for n in 0..3 {
+        deposit(&store, n);
+    }
+    // A tick finds the appends unsynced and its fdatasync fails.
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = store.close();
+    let crashed = sim.crash(1);
+    drop(store);
+    std::fs::remove_file(dir.join("index.redb")).unwrap();
+    let (reopened, _) = Store::open_with_vfs(&dir, opts, Arc::new(crashed)).unwrap();
+    let kept = reopened.committed_position();
+    assert!(
+        closed.is_err(),
+        "close returned Ok although the appends' fdatasync failed; after a power loss {kept} \
+         of the 3 acknowledged appends are left"
+    );
+}
