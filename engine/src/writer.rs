@@ -552,7 +552,8 @@ impl Writer {
         if self.durability != Durability::Always && latched {
             // A failure latched the store with acknowledged appends not durable (a tick's
             // fdatasync failed, say): `close` must not answer as if it had synced them.
-            if self.inner.durable_position.load(Ordering::Acquire) < self.log.next_position() {
+            if self.inner.durable_position.load(Ordering::Acquire) < self.inner.committed_position()
+            {
                 *self
                     .inner
                     .close_failure
