@@ -1707,7 +1707,10 @@ impl Store {
     }
 
     /// Flushes, syncs and stops the background threads. Dropping the store does the same.
-    /// Under relaxed durability a failure of the closing fdatasync is returned (once).
+    /// Under relaxed durability (`Interval`, `Never`) it returns an error (once) when appends
+    /// it acknowledged may not be durable: its closing fdatasync failed (that error; the
+    /// store is latched), or an earlier failure latched the store before they were synced
+    /// ([`StoreError::Poisoned`]).
     pub fn close(&self) -> Result<()> {
         // A second caller waits for the first to finish: when close returns, the store is
         // closed.
@@ -1737,7 +1740,7 @@ impl Store {
         self.inner.notify_waiters();
         // The writer's last fdatasync failed: what it was to make durable may not be.
         match lock(&self.inner.close_failure).take() {
-            Some(e) => Err(StoreError::Log(e)),
+            Some(e) => Err(StoreError::from(e)),
             None => Ok(()),
         }
     }

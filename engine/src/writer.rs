@@ -549,34 +549,36 @@ impl Writer {
         // Under relaxed durability, make everything written durable before stopping; the
         // syncer publishes what is still queued.
         let latched = self.log.is_poisoned() || self.inner.poisoned.load(Ordering::Acquire);
-        if self.durability != Durability::Always && latched {
+        let failure = if self.durability == Durability::Always {
+            None
+        } else if latched {
             // A failure latched the store with acknowledged appends not durable (a tick's
             // fdatasync failed, say): `close` must not answer as if it had synced them.
-            if self.inner.durable_position.load(Ordering::Acquire) < self.inner.committed_position()
-            {
-                *self
-                    .inner
-                    .close_failure
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(LogError::Poisoned);
-            }
-        } else if self.durability != Durability::Always {
+            (self.inner.durable_position.load(Ordering::Acquire) < self.inner.committed_position())
+                .then_some(LogError::Poisoned)
+        } else {
             match self.log.sync() {
                 Ok(()) => {
                     self.inner
                         .durable_position
                         .fetch_max(self.log.durable_position(), Ordering::AcqRel);
+                    None
                 }
                 Err(e) => {
-                    // `close` returns it: the appends it was to make durable may not be.
+                    // Latched like any failed fdatasync; `close` returns it: the appends it
+                    // was to make durable may not be.
                     tracing::error!(error = %e, "fdatasync at close failed");
-                    *self
-                        .inner
-                        .close_failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    self.inner.poison();
+                    Some(e)
                 }
             }
+        };
+        if failure.is_some() {
+            *self
+                .inner
+                .close_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = failure;
         }
         drop(self.syncer);
     }
