@@ -128,7 +128,13 @@ impl Model {
                 let mut v0 = None;
                 for (i, (id, _)) in evs.iter().enumerate() {
                     let dup = MErr::Duplicate { id: id.to_string() };
-                    let Some(p) = found[k] else { return Err(dup) };
+                    let Some(p) = found[k] else {
+                        // Some ids are new, some stored: named by the first stored one.
+                        let all = parts.iter().flat_map(|(_, evs)| evs);
+                        let stored = all.zip(&found).find(|(_, f)| f.is_some());
+                        let id = stored.map_or(*id, |((id, _), _)| *id);
+                        return Err(MErr::Duplicate { id: id.to_string() });
+                    };
                     k += 1;
                     let e = &self.events[p];
                     if &e.stream != s {
