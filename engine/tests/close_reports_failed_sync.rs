@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,16 @@ use common::deposit;
 
 use orchestrix::{Durability, Options, Store};
 use orchestrix_log::testing::SimFs;
+
+/// The events a power loss right after the close keeps (counted by a reopen of the crashed
+/// disk image, with the index rebuilt from the log).
+fn kept_after_power_loss(store: Store, dir: &Path, opts: Options, sim: &SimFs) -> u64 {
+    let crashed = sim.crash(1);
+    drop(store);
+    std::fs::remove_file(dir.join("index.redb")).unwrap();
+    let (reopened, _) = Store::open_with_vfs(dir, opts, Arc::new(crashed)).unwrap();
+    reopened.committed_position()
+}
 
 #[test]
 fn a_failed_fdatasync_at_close_is_reported() {
@@ -34,12 +45,7 @@ fn a_failed_fdatasync_at_close_is_reported() {
         // The next fdatasync (close's) fails: the appends' pages never reach the disk.
         sim.fail_sync(0);
         let closed = store.close();
-        // What a power loss right after the close keeps.
-        let crashed = sim.crash(1);
-        drop(store);
-        std::fs::remove_file(dir.join("index.redb")).unwrap();
-        let (reopened, _) = Store::open_with_vfs(&dir, opts, Arc::new(crashed)).unwrap();
-        let kept = reopened.committed_position();
+        let kept = kept_after_power_loss(store, &dir, opts, &sim);
         assert!(
             closed.is_err(),
             "{durability:?}: close returned Ok although its fdatasync failed; after a power \
@@ -68,11 +74,7 @@ fn close_after_a_failed_tick_fdatasync_is_an_error() {
     // A tick finds the appends unsynced and its fdatasync fails.
     std::thread::sleep(Duration::from_millis(300));
     let closed = store.close();
-    let crashed = sim.crash(1);
-    drop(store);
-    std::fs::remove_file(dir.join("index.redb")).unwrap();
-    let (reopened, _) = Store::open_with_vfs(&dir, opts, Arc::new(crashed)).unwrap();
-    let kept = reopened.committed_position();
+    let kept = kept_after_power_loss(store, &dir, opts, &sim);
     assert!(
         closed.is_err(),
         "close returned Ok although the appends' fdatasync failed; after a power loss {kept} \

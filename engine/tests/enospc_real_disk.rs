@@ -14,9 +14,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use common::{chain, has_os_error, may_mount, Rng, TmpfsMount};
+use common::{
+    chain, check_acknowledged, filled_event, has_os_error, may_mount, Acked, Rng, TmpfsMount,
+};
 
-use orchestrix::{Direction, EventData, ExpectedVersion, Options, ReadFilter, Store, StoreError};
+use orchestrix::{Direction, EventData, ExpectedVersion, Options, Store, StoreError};
 use uuid::Uuid;
 
 /// Candidate tmpfs sizes in KiB, smallest first; the first 5 on which the store opens are used.
@@ -31,27 +33,8 @@ fn is_enospc(e: &StoreError) -> bool {
     has_os_error(e, 28) || chain(e).contains("No space left")
 }
 
-fn event(rng: &mut Rng, stream: &str, version: u64) -> EventData {
-    let size = 200 + rng.below(1801) as usize;
-    let fill = b'a' + rng.below(26) as u8;
-    let mut data = vec![fill; size];
-    let tag = format!("{stream}@{version};");
-    data[..tag.len()].copy_from_slice(tag.as_bytes());
-    EventData::new("Filled", data)
-}
-
 fn expected(head: Option<u64>) -> ExpectedVersion {
     head.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact)
-}
-
-/// An acknowledged event.
-#[derive(Debug, Clone)]
-struct Acked {
-    stream: String,
-    version: u64,
-    position: u64,
-    id: Uuid,
-    data: Vec<u8>,
 }
 
 /// Outcome of one round, for the summary.
@@ -103,7 +86,7 @@ fn round(size_kib: u64, seed: u64) -> Option<RoundReport> {
         let n = 1 + rng.below(3);
         let next_version = heads[s].map_or(0, |h| h + 1);
         let events: Vec<EventData> = (0..n)
-            .map(|i| event(&mut rng, &streams[s], next_version + i))
+            .map(|i| filled_event(&mut rng, &streams[s], next_version + i))
             .collect();
         let sent: Vec<(Uuid, Vec<u8>)> = events.iter().map(|e| (e.id, e.data.clone())).collect();
         match store.append(&streams[s], expected(heads[s]), events) {
@@ -122,15 +105,7 @@ fn round(size_kib: u64, seed: u64) -> Option<RoundReport> {
                     r.first_position, expected_pos,
                     "{size_kib} KiB: acknowledged position"
                 );
-                for (i, (id, data)) in sent.into_iter().enumerate() {
-                    acked.push(Acked {
-                        stream: streams[s].clone(),
-                        version: next_version + i as u64,
-                        position: r.first_position + i as u64,
-                        id,
-                        data,
-                    });
-                }
+                acked.extend(Acked::of(&streams[s], next_version, r.first_position, sent));
                 heads[s] = Some(next_version + n - 1);
                 acked_appends += 1;
             }
@@ -199,36 +174,9 @@ fn round(size_kib: u64, seed: u64) -> Option<RoundReport> {
 
     let store = Store::open_with(&dir, Options::test())
         .unwrap_or_else(|e| panic!("{size_kib} KiB: reopen after freeing space failed: {e:?}"));
-    let all = store
-        .read_all(0, Direction::Forwards, usize::MAX, &ReadFilter::all())
-        .expect("read_all after reopen");
-    for (i, e) in all.iter().enumerate() {
-        assert_eq!(e.position, i as u64, "{size_kib} KiB: position gap");
-    }
-    assert!(
-        all.len() >= acked.len(),
-        "{size_kib} KiB: {} events after reopen, {} were acknowledged",
-        all.len(),
-        acked.len()
-    );
-    for a in &acked {
-        let e = &all[a.position as usize];
-        assert_eq!(
-            (e.stream(), e.version, e.id, e.data()),
-            (a.stream.as_str(), a.version, a.id, &a.data[..]),
-            "{size_kib} KiB: acknowledged event at position {} differs",
-            a.position
-        );
-    }
-    // Anything beyond the acknowledged prefix must come from a failed append (never invented).
-    for e in &all[acked.len()..] {
-        assert!(
-            attempted_after.contains_key(&e.id),
-            "{size_kib} KiB: event {} at {} was never appended",
-            e.id,
-            e.position
-        );
-    }
+    let all = check_acknowledged(&format!("{size_kib} KiB"), &store, &acked, |id| {
+        attempted_after.contains_key(id)
+    });
     if all.len() > acked.len() {
         eprintln!(
             "{size_kib} KiB: {} unacknowledged event(s) of the failed append survived",
@@ -275,7 +223,7 @@ fn round(size_kib: u64, seed: u64) -> Option<RoundReport> {
     for k in 0..12 {
         let s = k % STREAMS;
         let next_version = heads[s].map_or(0, |h| h + 1);
-        let e = event(&mut rng, &streams[s], next_version);
+        let e = filled_event(&mut rng, &streams[s], next_version);
         let r = store
             .append(&streams[s], expected(heads[s]), vec![e])
             .unwrap_or_else(|e| {

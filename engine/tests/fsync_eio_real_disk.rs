@@ -26,14 +26,17 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{chain, has_os_error, may_mount, run, Rng, TmpfsMount};
-use orchestrix::{Direction, EventData, ExpectedVersion, Options, ReadFilter, Store, StoreError};
+use common::{
+    chain, check_acknowledged, filled_event, has_os_error, may_mount, run, Acked, Rng, TmpfsMount,
+};
+use orchestrix::{EventData, ExpectedVersion, Options, Store, StoreError};
 use uuid::Uuid;
 
 /// Size of the ext4 image (sparse: the tmpfs under it is what runs out).
 const IMAGE_BYTES: u64 = 64 << 20;
 const EIO: i32 = 5;
 const EROFS: i32 = 30;
+const ENOSPC: i32 = 28;
 /// A bound on appends per writer: the backing tmpfs must fill long before this.
 const APPENDS_MAX: usize = 40_000;
 /// Appends each writer tries after it has seen the store fail.
@@ -158,16 +161,6 @@ fn loop_device_forgets_a_failed_writeback() {
     );
 }
 
-/// An acknowledged event.
-#[derive(Debug, Clone)]
-struct Acked {
-    stream: String,
-    version: u64,
-    position: u64,
-    id: Uuid,
-    data: Vec<u8>,
-}
-
 /// What one writer saw.
 #[derive(Default)]
 struct WriterLog {
@@ -194,12 +187,7 @@ fn writer(store: &Store, w: usize, seed: u64, failed: &AtomicBool) -> WriterLog 
         let next = heads[s].map_or(0, |h| h + 1);
         let n = 1 + rng.below(3);
         let events: Vec<EventData> = (0..n)
-            .map(|i| {
-                let mut data = vec![b'a' + rng.below(26) as u8; 200 + rng.below(1800) as usize];
-                let tag = format!("{}@{};", streams[s], next + i);
-                data[..tag.len()].copy_from_slice(tag.as_bytes());
-                EventData::new("Filled", data)
-            })
+            .map(|i| filled_event(&mut rng, &streams[s], next + i))
             .collect();
         let sent: Vec<(Uuid, Vec<u8>)> = events.iter().map(|e| (e.id, e.data.clone())).collect();
         let expected = heads[s].map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
@@ -210,20 +198,14 @@ fn writer(store: &Store, w: usize, seed: u64, failed: &AtomicBool) -> WriterLog 
                     "writer {w}: an append made after the store failed was acknowledged: {r:?}"
                 );
                 assert_eq!(r.streams, vec![(streams[s].clone(), next, next + n - 1)]);
-                for (i, (id, data)) in sent.into_iter().enumerate() {
-                    log.acked.push(Acked {
-                        stream: streams[s].clone(),
-                        version: next + i as u64,
-                        position: r.first_position + i as u64,
-                        id,
-                        data,
-                    });
-                }
+                log.acked
+                    .extend(Acked::of(&streams[s], next, r.first_position, sent));
                 heads[s] = Some(next + n - 1);
             }
             Err(e) => {
                 log.failed_ids.extend(sent.iter().map(|(id, _)| *id));
-                let io = has_os_error(&e, EIO) || has_os_error(&e, EROFS);
+                // ext4 may answer a later write with EROFS (its journal aborted) or ENOSPC.
+                let io = [EIO, EROFS, ENOSPC].iter().any(|&c| has_os_error(&e, c));
                 assert!(
                     io || matches!(e, StoreError::Poisoned | StoreError::WriteFailed(_)),
                     "writer {w}: an append failed with something other than the I/O error or \
@@ -294,35 +276,7 @@ fn round(backing_kib: u64, writers: usize, opts: Options, seed: u64) -> String {
 
     let store = Store::open_with(&dir, opts)
         .unwrap_or_else(|e| panic!("{label}: reopen after repair failed: {e:?}"));
-    let all = store
-        .read_all(0, Direction::Forwards, usize::MAX, &ReadFilter::all())
-        .expect("read_all after reopen");
-    assert!(
-        all.len() >= acked.len(),
-        "{label}: {} events after reopen, {} were acknowledged",
-        all.len(),
-        acked.len()
-    );
-    for (i, e) in all.iter().enumerate() {
-        assert_eq!(e.position, i as u64, "{label}: position gap");
-    }
-    for a in &acked {
-        let e = &all[a.position as usize];
-        assert_eq!(
-            (e.stream(), e.version, e.id, e.data()),
-            (a.stream.as_str(), a.version, a.id, &a.data[..]),
-            "{label}: acknowledged event at position {} differs",
-            a.position
-        );
-    }
-    for e in &all[acked.len()..] {
-        assert!(
-            failed_ids.contains(&e.id),
-            "{label}: event {} at {} was never appended",
-            e.id,
-            e.position
-        );
-    }
+    let all = check_acknowledged(&label, &store, &acked, |id| failed_ids.contains(id));
     assert_eq!(
         store.verify().expect("verify after reopen"),
         all.len() as u64,

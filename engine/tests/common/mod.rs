@@ -232,3 +232,88 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// An acknowledged event, as a test that fails the disk remembers it.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub stream: String,
+    pub version: u64,
+    pub position: u64,
+    pub id: uuid::Uuid,
+    pub data: Vec<u8>,
+}
+
+/// Reads a reopened store whole and checks it against what was acknowledged (`acked`, in
+/// position order): gapless positions, every acknowledged event at its position with its
+/// stream, version, id and data, and anything after them from an append that failed
+/// (`attempted`). Returns every event read.
+pub fn check_acknowledged(
+    label: &str,
+    store: &Store,
+    acked: &[Acked],
+    attempted: impl Fn(&uuid::Uuid) -> bool,
+) -> Vec<orchestrix::RecordedEvent> {
+    use orchestrix::{Direction, ReadFilter};
+    let all = store
+        .read_all(0, Direction::Forwards, usize::MAX, &ReadFilter::all())
+        .expect("read_all after reopen");
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.position, i as u64, "{label}: position gap");
+    }
+    assert!(
+        all.len() >= acked.len(),
+        "{label}: {} events after reopen, {} were acknowledged",
+        all.len(),
+        acked.len()
+    );
+    for a in acked {
+        let e = &all[a.position as usize];
+        assert_eq!(
+            (e.stream(), e.version, e.id, e.data()),
+            (a.stream.as_str(), a.version, a.id, &a.data[..]),
+            "{label}: acknowledged event at position {} differs",
+            a.position
+        );
+    }
+    // Anything beyond the acknowledged prefix must come from a failed append (never invented).
+    for e in &all[acked.len()..] {
+        assert!(
+            attempted(&e.id),
+            "{label}: event {} at {} was never appended",
+            e.id,
+            e.position
+        );
+    }
+    all
+}
+
+impl Acked {
+    /// The events `sent` (id and data) of an append to `stream` acknowledged at
+    /// `first_version` and `first_position`.
+    pub fn of(
+        stream: &str,
+        first_version: u64,
+        first_position: u64,
+        sent: Vec<(uuid::Uuid, Vec<u8>)>,
+    ) -> impl Iterator<Item = Acked> + '_ {
+        sent.into_iter()
+            .enumerate()
+            .map(move |(i, (id, data))| Acked {
+                stream: stream.to_string(),
+                version: first_version + i as u64,
+                position: first_position + i as u64,
+                id,
+                data,
+            })
+    }
+}
+
+/// An event of 200-2000 bytes of one letter, tagged with its stream and version.
+pub fn filled_event(rng: &mut Rng, stream: &str, version: u64) -> EventData {
+    let size = 200 + rng.below(1801) as usize;
+    let fill = b'a' + rng.below(26) as u8;
+    let mut data = vec![fill; size];
+    let tag = format!("{stream}@{version};");
+    data[..tag.len()].copy_from_slice(tag.as_bytes());
+    EventData::new("Filled", data)
+}
