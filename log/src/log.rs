@@ -377,6 +377,20 @@ pub fn open(
         return Ok((LogReader { shared }, writer, report));
     }
 
+    // Positions are gapless from 0: a log whose oldest segment starts later lost its first
+    // segment, acknowledged events included.
+    if firsts[0] != 0 {
+        return Err(corrupted(
+            &segment::file_name(firsts[0]),
+            0,
+            format!(
+                "the oldest segment starts at position {}, not 0 (segment {} is missing)",
+                firsts[0],
+                segment::file_name(0)
+            ),
+        ));
+    }
+
     // Open every segment and check its header against its name.
     let last_index = firsts.len() - 1;
     let mut handles = Vec::with_capacity(firsts.len());
