@@ -469,6 +469,24 @@ impl Inner {
                 {
                     let _g = lock(&self.stream_file_rebuild);
                     if self.streams.read_chunk(c).is_err() {
+                        // Not rebuilt from a segment that is gone (below the checkpoint, open
+                        // does not scan): that would write an empty file and blame it.
+                        if !self
+                            .reader
+                            .segments()
+                            .iter()
+                            .any(|s| s.first_position == c.segment)
+                        {
+                            return Err(StoreError::Log(LogError::Corrupted {
+                                segment: orchestrix_log::segment::file_name(c.segment),
+                                offset: 0,
+                                reason: format!(
+                                    "the segment file is missing, and the index has events of \
+                                     stream number {} in it",
+                                    c.stream_number
+                                ),
+                            }));
+                        }
                         self.streams.discard(c.segment);
                         let heads = self.heads.read().unwrap_or_else(|p| p.into_inner()).clone();
                         let (_, mut entries) =
