@@ -422,9 +422,9 @@ pub fn open(
                 // A crash while rolling can leave the newest segment with a torn header, but
                 // only if nothing valid was ever written after it.
                 if len > SEGMENT_HEADER_SIZE as u64
-                    && data_end(&file, SEGMENT_HEADER_SIZE as u64, len)?
+                    && data_end(&file, &path, SEGMENT_HEADER_SIZE as u64, len)?
                         > SEGMENT_HEADER_SIZE as u64
-                    && find_later_frame(&file, SEGMENT_HEADER_SIZE as u64, len, |o, h| {
+                    && find_later_frame(&file, &path, SEGMENT_HEADER_SIZE as u64, len, |o, h| {
                         // The segment's frames start after the header, at its first position.
                         could_follow(o, h.first_position, SEGMENT_HEADER_SIZE as u64, first)
                     })?
@@ -570,7 +570,7 @@ pub fn open(
                     // Zeros to the end of the last segment: zeros written ahead of the frames
                     // (or a tail whose pages never reached the disk).
                     let data_end = if is_last {
-                        data_end(&h.file, at, len)?
+                        data_end(&h.file, &path, at, len)?
                     } else {
                         len
                     };
@@ -580,7 +580,7 @@ pub fn open(
                     } else {
                         // To `len`: a later frame's last bytes may be zeros.
                         // After the damaged frame, which holds at least one event.
-                        find_later_frame(&h.file, at + 1, len, |o, f| {
+                        find_later_frame(&h.file, &path, at + 1, len, |o, f| {
                             f.first_position > expected
                                 && could_follow(o, f.first_position, at, expected)
                         })?
@@ -826,6 +826,7 @@ fn remove_files(vfs: &dyn Vfs, files: &[PathBuf]) -> Result<()> {
 /// what lies before it was durable.
 fn find_later_frame(
     file: &Arc<dyn VFile>,
+    path: &Path,
     from: u64,
     end: u64,
     fits: impl Fn(u64, &FrameHeader) -> bool,
@@ -835,7 +836,7 @@ fn find_later_frame(
     }
     let mut bytes = vec![0u8; (end - from) as usize];
     file.read_exact_at(&mut bytes, from)
-        .map_err(|e| LogError::io("<segment>", e))?;
+        .map_err(|e| LogError::io(path, e))?;
     let magic = FRAME_MAGIC.to_le_bytes();
     let mut best: Option<u64> = None;
     let mut i = 0;
@@ -892,7 +893,7 @@ fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHan
 /// The end of the data in `file` between `from` and `end`: the offset after its last nonzero
 /// byte, or `from` when it holds only zeros (written ahead of the frames of the active
 /// segment).
-fn data_end(file: &Arc<dyn VFile>, from: u64, end: u64) -> Result<u64> {
+fn data_end(file: &Arc<dyn VFile>, path: &Path, from: u64, end: u64) -> Result<u64> {
     let mut buf = vec![0u8; ZERO_CHECK_CHUNK_BYTES.min(end.saturating_sub(from) as usize)];
     let mut at = from;
     let mut data_end = from;
@@ -900,7 +901,7 @@ fn data_end(file: &Arc<dyn VFile>, from: u64, end: u64) -> Result<u64> {
         let n = ((end - at) as usize).min(buf.len());
         let chunk = buf.get_mut(..n).unwrap_or_default();
         file.read_exact_at(chunk, at)
-            .map_err(|e| LogError::io("<segment>", e))?;
+            .map_err(|e| LogError::io(path, e))?;
         if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
             data_end = at + i as u64 + 1;
         }
