@@ -34,8 +34,10 @@ pub struct Options {
     pub durability: Durability,
     /// Segment size; the test configuration uses 4 KiB so that segments roll often.
     pub segment_size_bytes_max: u64,
-    /// Largest event accepted (its encoded size), from 1 byte to [`BATCH_SIZE_MAX`], the
-    /// limit of a whole append.
+    /// Largest event accepted, from 1 byte to [`BATCH_SIZE_MAX`], the limit of a whole
+    /// append. The size is [`crate::limits::event_size`]: the id's 16 bytes, the text fields,
+    /// the metadata (2 bytes more per pair) and the data; not the encoding's length prefixes,
+    /// option tags and time, so an event's frame bytes may exceed it by a few dozen.
     pub event_size_max: u64,
     /// How many appends may wait for the writer before callers block (backpressure).
     pub queue_depth: usize,
