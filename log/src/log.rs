@@ -465,6 +465,17 @@ pub fn open(
                     "the segment file ends there",
                 ));
             }
+            if checkpoint_is_foreign(&handles[i], &cp, end, i == last_index)
+                .map_err(|e| LogError::io(dir.join(&handles[i].name), e))?
+            {
+                // Not this log's checkpoint (the index of another store or history): scanning
+                // from it would take the middle of a frame for a torn tail and cut
+                // acknowledged events.
+                return Err(LogError::CheckpointMismatch(format!(
+                    "no frame of segment {} ends at the checkpoint's offset {} with position {}",
+                    handles[i].name, cp.offset, cp.next_position
+                )));
+            }
             (i, cp.offset, cp.next_position)
         }
         None => (0, SEGMENT_HEADER_SIZE as u64, firsts[0]),
@@ -893,6 +904,52 @@ fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHan
 /// The end of the data in `file` between `from` and `end`: the offset after its last nonzero
 /// byte, or `from` when it holds only zeros (written ahead of the frames of the active
 /// segment).
+/// Whether `cp` is proven not to be a checkpoint of segment `h` (of `end` bytes). Only when
+/// what lies at its offset is neither the log's end, nor a frame at its position, nor zeros
+/// to the end of the last segment, are the segment's frames read from its start: a checkpoint
+/// is of this log if one ends there at its position. Frames damaged before the offset prove
+/// nothing (that is the log's damage, reported by the scan as before).
+fn checkpoint_is_foreign(
+    h: &SegmentHandle,
+    cp: &Checkpoint,
+    end: u64,
+    is_last: bool,
+) -> std::io::Result<bool> {
+    match FrameCursor::new(h.file.clone(), cp.offset, end).next_item()? {
+        CursorItem::End => return Ok(false),
+        CursorItem::Frame { header, .. } if header.first_position == cp.next_position => {
+            return Ok(false)
+        }
+        CursorItem::Defect { offset, .. }
+            if is_last
+                && data_end(&h.file, Path::new(&h.name), offset, end)
+                    .map_err(std::io::Error::other)?
+                    == offset =>
+        {
+            return Ok(false)
+        }
+        _ => {}
+    }
+    if cp.offset <= SEGMENT_HEADER_SIZE as u64 {
+        return Ok(false);
+    }
+    let mut cursor = FrameCursor::new(h.file.clone(), SEGMENT_HEADER_SIZE as u64, end);
+    loop {
+        match cursor.next_item()? {
+            CursorItem::Frame { offset, header, .. } => {
+                let frame_end = offset + header.frame_len();
+                if frame_end == cp.offset {
+                    return Ok(header.next_position() != cp.next_position);
+                }
+                if frame_end > cp.offset {
+                    return Ok(true);
+                }
+            }
+            CursorItem::End | CursorItem::Defect { .. } => return Ok(false),
+        }
+    }
+}
+
 fn data_end(file: &Arc<dyn VFile>, path: &Path, from: u64, end: u64) -> Result<u64> {
     let mut buf = vec![0u8; ZERO_CHECK_CHUNK_BYTES.min(end.saturating_sub(from) as usize)];
     let mut at = from;
