@@ -193,20 +193,25 @@ impl Inner {
     }
 
     /// Writes the id files of sealed segments that have none (except those in `skip`, whose
-    /// files are being written), by scanning the segments.
-    pub fn rebuild_missing_id_files(&self, skip: &[u64]) -> Result<()> {
+    /// files are being written), by scanning the segments. Returns the ids of those whose
+    /// file could not be written: the caller holds them (the next open writes the file).
+    pub fn rebuild_missing_id_files(&self, skip: &[u64]) -> Result<Vec<(u64, IdMap)>> {
         let segments = self.reader.segments();
         let Some((_, sealed)) = segments.split_last() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let mut unwritten = Vec::new();
         for s in sealed {
             let s = s.first_position;
             if !skip.contains(&s) && !self.ids.has_segment(s) {
                 let (m, _) = scan_segment(&self.reader, s, None, true)?;
-                self.ids.write_segment(s, &m)?;
+                if let Err(e) = self.ids.write_segment(s, &m) {
+                    tracing::warn!(error = %e, segment = s, "cannot rewrite an event-id file; its ids are held in memory until the store is reopened");
+                    unwritten.push((s, m));
+                }
             }
         }
-        Ok(())
+        Ok(unwritten)
     }
 
     /// Latches the store read-only after a failed write or fdatasync, and wakes blocked

@@ -596,7 +596,7 @@ impl Writer {
 
     /// Where an already-used event id is: its stream, version and position.
     fn lookup_id(
-        &self,
+        &mut self,
         id: &[u8; 16],
         hash: u64,
         summaries: &[FrameSummary],
@@ -614,8 +614,16 @@ impl Writer {
                     // its segment (costs time, not the append) and look again.
                     tracing::warn!(error = %e, "rebuilding a damaged event-id file");
                     let sealing: Vec<u64> = self.sealing.iter().map(|(s, _)| *s).collect();
-                    self.inner.rebuild_missing_id_files(&sealing)?;
-                    self.inner.ids.lookup(id)?
+                    let unwritten = self.inner.rebuild_missing_id_files(&sealing)?;
+                    // Ids whose file could not be written are held here, as those of a sealed
+                    // segment whose file is not written yet: in no file, they must not be
+                    // taken for new.
+                    self.sealing
+                        .extend(unwritten.into_iter().map(|(s, m)| (s, Arc::new(m))));
+                    match self.sealing.iter().find_map(|(_, m)| m.get(id)) {
+                        Some(p) => Some(p),
+                        None => self.inner.ids.lookup(id)?,
+                    }
                 }
             };
         }
