@@ -465,41 +465,47 @@ impl Inner {
     }
 
     /// Reads a chunk of a stream index file; a damaged (or missing) file is rebuilt from its
-    /// segment first.
+    /// segment first. The chunk is taken from the scan of the segment instead when the file
+    /// cannot be written, or when the store is closed (it writes nothing more).
     fn read_chunk(&self, c: &ChunkRow) -> Result<Vec<StreamEntry>> {
         match self.streams.read_chunk(c) {
             Ok(e) => Ok(e),
             Err(e) => {
                 tracing::warn!(error = %e, segment = c.segment, "stream index file unreadable; rebuilding it from its segment");
+                let _g = lock(&self.stream_file_rebuild);
+                if let Ok(e) = self.streams.read_chunk(c) {
+                    return Ok(e);
+                }
+                // Not rebuilt from a segment that is gone (below the checkpoint, open does not
+                // scan): that would write an empty file and blame it.
+                if !self
+                    .reader
+                    .segments()
+                    .iter()
+                    .any(|s| s.first_position == c.segment)
                 {
-                    let _g = lock(&self.stream_file_rebuild);
-                    if self.streams.read_chunk(c).is_err() {
-                        // Not rebuilt from a segment that is gone (below the checkpoint, open
-                        // does not scan): that would write an empty file and blame it.
-                        if !self
-                            .reader
-                            .segments()
-                            .iter()
-                            .any(|s| s.first_position == c.segment)
-                        {
-                            return Err(StoreError::Log(LogError::Corrupted {
-                                segment: orchestrix_log::segment::file_name(c.segment),
-                                offset: 0,
-                                reason: format!(
-                                    "the segment file is missing, and the index has events of \
-                                     stream number {} in it",
-                                    c.stream_number
-                                ),
-                            }));
+                    return Err(StoreError::Log(LogError::Corrupted {
+                        segment: orchestrix_log::segment::file_name(c.segment),
+                        offset: 0,
+                        reason: format!(
+                            "the segment file is missing, and the index has events of stream \
+                             number {} in it",
+                            c.stream_number
+                        ),
+                    }));
+                }
+                let heads = self.heads.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let (_, mut entries) = scan_segment(&self.reader, c.segment, Some(&heads), false)?;
+                if !self.closed.load(Ordering::Acquire) {
+                    self.streams.discard(c.segment);
+                    match self.streams.write_segment(c.segment, &mut entries) {
+                        Ok(_) => return Ok(self.streams.read_chunk(c)?),
+                        Err(e) => {
+                            tracing::warn!(error = %e, segment = c.segment, "cannot rewrite a stream index file; its chunk is read from the segment");
                         }
-                        self.streams.discard(c.segment);
-                        let heads = self.heads.read().unwrap_or_else(|p| p.into_inner()).clone();
-                        let (_, mut entries) =
-                            scan_segment(&self.reader, c.segment, Some(&heads), false)?;
-                        self.streams.write_segment(c.segment, &mut entries)?;
                     }
                 }
-                Ok(self.streams.read_chunk(c)?)
+                chunk_from_scan(c, &mut entries)
             }
         }
     }
@@ -817,6 +823,30 @@ pub(crate) fn summarize(
         types,
         min_time_unix_nanos: min_time,
     }
+}
+
+/// The entries of chunk `c` among a segment's entries as scanned from it (the file the chunk
+/// was cut from holds them sorted so); checked against the chunk's CRC.
+fn chunk_from_scan(c: &ChunkRow, entries: &mut [StreamEntry]) -> Result<Vec<StreamEntry>> {
+    entries.sort_unstable_by_key(|e| (e.stream_number, e.first_version));
+    let chunk = usize::try_from(c.entry_index)
+        .ok()
+        .and_then(|i| entries.get(i..i.checked_add(c.count as usize)?))
+        .unwrap_or_default();
+    let encoded = orchestrix_index::streams::encode_file(c.segment, chunk);
+    let body = encoded
+        .get(orchestrix_index::streams::HEADER_SIZE..)
+        .unwrap_or_default();
+    if chunk.is_empty() || crc32fast::hash(body) != c.crc {
+        return Err(StoreError::Index(orchestrix_index::IndexError::Db(
+            format!(
+            "stream chunk of stream number {} in segment {} matches no entries of the segment; \
+             reopen the store to rebuild the index",
+            c.stream_number, c.segment
+        ),
+        )));
+    }
+    Ok(chunk.to_vec())
 }
 
 /// The stream index entry of one stream batch of a frame.
