@@ -33,14 +33,23 @@ pub enum FileOp {
 
 type Hook = Arc<dyn Fn(FileOp) -> io::Result<()> + Send + Sync>;
 
-/// The real file system, with `hook` called before each read, write and fdatasync of a
-/// file: it may hold the thread up (to order a race) or fail the operation. Its files are not
-/// mapped, so that every read of a segment goes through the hook.
-pub struct HookFs(Hook);
+/// The real file system (or another file layer, [`HookFs::over`]), with `hook` called before
+/// each read, write and fdatasync of a file: it may hold the thread up (to order a race) or
+/// fail the operation. Its files are not mapped, so that every read of a segment goes through
+/// the hook.
+pub struct HookFs(Hook, Arc<dyn Vfs>);
 
 impl HookFs {
     pub fn new(hook: impl Fn(FileOp) -> io::Result<()> + Send + Sync + 'static) -> Self {
-        HookFs(Arc::new(hook))
+        Self::over(Arc::new(StdFs), hook)
+    }
+
+    /// The hook over `inner` (the power-loss simulator, say).
+    pub fn over(
+        inner: Arc<dyn Vfs>,
+        hook: impl Fn(FileOp) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        HookFs(Arc::new(hook), inner)
     }
 
     fn wrap(&self, f: Arc<dyn VFile>) -> Arc<dyn VFile> {
@@ -78,31 +87,31 @@ impl VFile for HookFile {
 
 impl Vfs for HookFs {
     fn open(&self, p: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(StdFs.open(p)?))
+        Ok(self.wrap(self.1.open(p)?))
     }
     fn create_new(&self, p: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(StdFs.create_new(p)?))
+        Ok(self.wrap(self.1.create_new(p)?))
     }
     fn create(&self, p: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(StdFs.create(p)?))
+        Ok(self.wrap(self.1.create(p)?))
     }
     fn list(&self, d: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(d)
+        self.1.list(d)
     }
     fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
-        StdFs.rename(a, b)
+        self.1.rename(a, b)
     }
     fn remove(&self, p: &Path) -> io::Result<()> {
-        StdFs.remove(p)
+        self.1.remove(p)
     }
     fn sync_dir(&self, d: &Path) -> io::Result<()> {
-        StdFs.sync_dir(d)
+        self.1.sync_dir(d)
     }
     fn create_dir_all(&self, d: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(d)
+        self.1.create_dir_all(d)
     }
     fn exists(&self, p: &Path) -> bool {
-        StdFs.exists(p)
+        self.1.exists(p)
     }
 }
 
