@@ -1,0 +1,90 @@
+//! A sealed segment whose last frame says that its unit goes on is corruption, reported with
+//! the segment and the frame's offset, and never cut.
+//!
+//! A roll never splits a unit, and a sealed segment was fsynced whole before the next one was
+//! created: a sealed segment that ends inside a unit (its last frame, CRC-valid, carries
+//! `FRAME_CONTINUES`) has lost durable bytes or was written by something else. Recovery
+//! must refuse to open it, not take it for a torn tail and truncate the sealed segment (which
+//! would drop acknowledged frames and leave the segments after it unscanned).
+
+mod common;
+
+use common::*;
+use orchestrix_log::frame::{decode_frame, encode_unit_frame_with};
+use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
+use orchestrix_log::LogError;
+
+/// The offset and bytes of the last whole frame of a segment file.
+fn last_frame(bytes: &[u8]) -> (usize, Vec<u8>) {
+    let mut at = SEGMENT_HEADER_SIZE;
+    let mut last = None;
+    while let Some(rest) = bytes.get(at..) {
+        let Ok((h, _)) = decode_frame(rest) else {
+            break;
+        };
+        let len = h.frame_len() as usize;
+        last = Some((at, rest[..len].to_vec()));
+        at += len;
+    }
+    last.expect("a frame")
+}
+
+#[test]
+fn a_sealed_segment_ending_inside_a_unit_is_reported_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opened = open_collect(no_sync_fs(), dir.path()).unwrap();
+    let mut attempts = Vec::new();
+    for id in 0.. {
+        if opened.reader.segments().len() == 3 {
+            break;
+        }
+        let a = attempt(id, 1 + (id % 3) as u32, 40);
+        append_commit(&mut opened.writer, &a).unwrap();
+        attempts.push(a);
+    }
+    let sealed = opened.reader.segments()[0].clone();
+    drop(opened);
+
+    // The sealed segment's last frame, rewritten (CRC and all) to say its unit goes on.
+    let path = dir.path().join(&sealed.name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (at, frame) = last_frame(&bytes);
+    assert_eq!(at + frame.len(), bytes.len(), "the frame ends the segment");
+    let (h, payload) = decode_frame(&frame).unwrap();
+    assert!(!h.continues);
+    let mut forged = Vec::new();
+    encode_unit_frame_with(
+        &mut forged,
+        h.first_position,
+        h.durable_position,
+        h.event_count,
+        true,
+        |o| {
+            o.extend_from_slice(payload);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(forged.len(), frame.len());
+    bytes[at..].copy_from_slice(&forged);
+    std::fs::write(&path, &bytes).unwrap();
+
+    match open_collect(no_sync_fs(), dir.path()) {
+        Err(LogError::Corrupted {
+            segment, offset, ..
+        }) => assert_eq!(
+            (segment.as_str(), offset),
+            (sealed.name.as_str(), at as u64)
+        ),
+        Err(e) => panic!("expected Corrupted, got {e}"),
+        Ok(o) => panic!(
+            "a sealed segment ending inside a unit was opened (truncated: {:?})",
+            o.report.truncated
+        ),
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "recovery changed the sealed segment"
+    );
+}
