@@ -1,0 +1,85 @@
+//! `Store::verify` finds a frame at the wrong position where recovery does not look (below the
+//! index checkpoint).
+//!
+//! Recovery scans the log from the index checkpoint on; `verify` reads the whole log and must
+//! check that positions run on without a gap. Here the first frame of a clean store, in a
+//! sealed segment, is rewritten, CRC and all, to claim the next position: the store still
+//! opens (recovery starts after it, and the sealed segment's index files are whole), and
+//! `verify` must name the frame's segment and offset.
+
+use orchestrix::{EventData, ExpectedVersion, Options, Store, StoreError};
+use orchestrix_log::frame::{decode_frame, encode_unit_frame_with};
+use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
+use orchestrix_log::LogError;
+
+#[test]
+fn verify_finds_a_frame_at_the_wrong_position_below_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), Options::test()).unwrap();
+        for i in 0..4u8 {
+            store
+                .append(
+                    &format!("s{i}"),
+                    ExpectedVersion::NoStream,
+                    vec![EventData::json("E", b"{}".to_vec())],
+                )
+                .unwrap();
+        }
+        // An event too large for what is left of the first segment: the log rolls.
+        store
+            .append(
+                "big",
+                ExpectedVersion::NoStream,
+                vec![EventData::new("E", vec![7; 3900])],
+            )
+            .unwrap();
+        assert_eq!(store.verify().unwrap(), 5);
+        store.close().unwrap();
+    }
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 2, "{segments:?}");
+    let path = segments[0].clone();
+
+    // The first frame (position 0), rewritten to say it holds position 1.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = SEGMENT_HEADER_SIZE;
+    let (h, payload) = decode_frame(&bytes[at..]).unwrap();
+    assert_eq!(h.first_position, 0);
+    let len = h.frame_len() as usize;
+    let mut forged = Vec::new();
+    encode_unit_frame_with(
+        &mut forged,
+        h.first_position + 1,
+        h.durable_position,
+        h.event_count,
+        h.continues,
+        |o| {
+            o.extend_from_slice(payload);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(forged.len(), len);
+    bytes[at..at + len].copy_from_slice(&forged);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = Store::open_with(dir.path(), Options::test()).unwrap();
+    match store.verify() {
+        Err(StoreError::Log(LogError::Corrupted {
+            segment,
+            offset,
+            reason,
+        })) => {
+            assert!(path.ends_with(&segment), "{segment}");
+            assert_eq!(offset, at as u64);
+            assert!(reason.contains("where 0 was expected"), "{reason}");
+        }
+        other => panic!("verify passed a frame at the wrong position: {other:?}"),
+    }
+}
