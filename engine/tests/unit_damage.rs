@@ -9,24 +9,8 @@
 use std::path::Path;
 
 use orchestrix::{EventData, ExpectedVersion, Options, Store, StoreError};
-use orchestrix_log::frame::{decode_frame, encode_unit_frame_with};
-use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
+use orchestrix_log::testing::forge_unit_continues;
 use orchestrix_log::LogError;
-
-/// The offset and bytes of the last whole frame of a segment file.
-fn last_frame(bytes: &[u8]) -> (usize, Vec<u8>) {
-    let mut at = SEGMENT_HEADER_SIZE;
-    let mut last = None;
-    while let Some(rest) = bytes.get(at..) {
-        let Ok((h, _)) = decode_frame(rest) else {
-            break;
-        };
-        let len = h.frame_len() as usize;
-        last = Some((at, rest[..len].to_vec()));
-        at += len;
-    }
-    last.expect("a frame")
-}
 
 fn only_segment(dir: &Path) -> std::path::PathBuf {
     let mut segments: Vec<_> = std::fs::read_dir(dir.join("log"))
@@ -62,7 +46,7 @@ fn verify_finds_a_unit_that_ends_with_the_log() {
         assert_eq!(store.verify().unwrap(), 3);
         store.close().unwrap();
     }
-    let at = forge_continues(&only_segment(dir.path()));
+    let at = forge_unit_continues(&only_segment(dir.path()));
 
     let store = Store::open(dir.path()).unwrap();
     match store.verify() {
@@ -72,32 +56,6 @@ fn verify_finds_a_unit_that_ends_with_the_log() {
         }
         other => panic!("verify passed a unit without its last frame: {other:?}"),
     }
-}
-
-/// Rewrites the last frame of the segment file at `path` to say that its unit goes on;
-/// returns the frame's offset.
-fn forge_continues(path: &Path) -> usize {
-    let mut bytes = std::fs::read(path).unwrap();
-    let (at, frame) = last_frame(&bytes);
-    let (h, payload) = decode_frame(&frame).unwrap();
-    assert!(!h.continues, "the unit's last frame");
-    let mut forged = Vec::new();
-    encode_unit_frame_with(
-        &mut forged,
-        h.first_position,
-        h.durable_position,
-        h.event_count,
-        true,
-        |o| {
-            o.extend_from_slice(payload);
-            Ok(())
-        },
-    )
-    .unwrap();
-    assert_eq!(forged.len(), frame.len());
-    bytes[at..at + forged.len()].copy_from_slice(&forged);
-    std::fs::write(path, &bytes).unwrap();
-    at
 }
 
 #[test]
@@ -125,7 +83,7 @@ fn verify_finds_a_unit_that_ends_with_its_segment() {
         .collect();
     segments.sort();
     assert!(segments.len() >= 2, "{segments:?}");
-    let at = forge_continues(&segments[0]);
+    let at = forge_unit_continues(&segments[0]);
 
     let store = Store::open_with(dir.path(), Options::test()).unwrap();
     match store.verify() {

@@ -932,6 +932,54 @@ impl Vfs for SimFs {
     }
 }
 
+/// The last whole frame of a segment file's bytes: its offset and its bytes.
+///
+/// # Panics
+/// When the segment holds no frame (a test helper).
+pub fn last_frame(segment: &[u8]) -> (usize, Vec<u8>) {
+    let mut at = crate::segment::SEGMENT_HEADER_SIZE;
+    let mut last = None;
+    while let Some(rest) = segment.get(at..) {
+        let Ok((h, _)) = crate::frame::decode_frame(rest) else {
+            break;
+        };
+        let len = h.frame_len() as usize;
+        last = rest.get(..len).map(|f| (at, f.to_vec()));
+        at += len;
+    }
+    last.expect("a frame")
+}
+
+/// Rewrites the last frame of the segment file at `path`, CRC and all, to say that its unit
+/// goes on in the next frame (what a unit cut at the end of a sealed segment looks like);
+/// returns the frame's offset.
+///
+/// # Panics
+/// On any I/O error, or when the last frame already says so (a test helper).
+pub fn forge_unit_continues(path: &Path) -> usize {
+    let mut bytes = std::fs::read(path).expect("read the segment");
+    let (at, frame) = last_frame(&bytes);
+    let (h, payload) = crate::frame::decode_frame(&frame).expect("a whole frame");
+    assert!(!h.continues, "the unit's last frame");
+    let mut forged = Vec::new();
+    crate::frame::encode_unit_frame_with(
+        &mut forged,
+        h.first_position,
+        h.durable_position,
+        h.event_count,
+        true,
+        |o| {
+            o.extend_from_slice(payload);
+            Ok(())
+        },
+    )
+    .expect("encode");
+    assert_eq!(forged.len(), frame.len());
+    bytes[at..at + forged.len()].copy_from_slice(&forged);
+    std::fs::write(path, &bytes).expect("write the segment");
+    at
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

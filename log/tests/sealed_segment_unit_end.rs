@@ -10,24 +10,8 @@
 mod common;
 
 use common::*;
-use orchestrix_log::frame::{decode_frame, encode_unit_frame_with};
-use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
+use orchestrix_log::testing::{forge_unit_continues, last_frame};
 use orchestrix_log::LogError;
-
-/// The offset and bytes of the last whole frame of a segment file.
-fn last_frame(bytes: &[u8]) -> (usize, Vec<u8>) {
-    let mut at = SEGMENT_HEADER_SIZE;
-    let mut last = None;
-    while let Some(rest) = bytes.get(at..) {
-        let Ok((h, _)) = decode_frame(rest) else {
-            break;
-        };
-        let len = h.frame_len() as usize;
-        last = Some((at, rest[..len].to_vec()));
-        at += len;
-    }
-    last.expect("a frame")
-}
 
 #[test]
 fn a_sealed_segment_ending_inside_a_unit_is_reported_not_cut() {
@@ -47,27 +31,14 @@ fn a_sealed_segment_ending_inside_a_unit_is_reported_not_cut() {
 
     // The sealed segment's last frame, rewritten (CRC and all) to say its unit goes on.
     let path = dir.path().join(&sealed.name);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let (at, frame) = last_frame(&bytes);
-    assert_eq!(at + frame.len(), bytes.len(), "the frame ends the segment");
-    let (h, payload) = decode_frame(&frame).unwrap();
-    assert!(!h.continues);
-    let mut forged = Vec::new();
-    encode_unit_frame_with(
-        &mut forged,
-        h.first_position,
-        h.durable_position,
-        h.event_count,
-        true,
-        |o| {
-            o.extend_from_slice(payload);
-            Ok(())
-        },
-    )
-    .unwrap();
-    assert_eq!(forged.len(), frame.len());
-    bytes[at..].copy_from_slice(&forged);
-    std::fs::write(&path, &bytes).unwrap();
+    let (last, frame) = last_frame(&std::fs::read(&path).unwrap());
+    assert_eq!(
+        last + frame.len(),
+        std::fs::metadata(&path).unwrap().len() as usize,
+        "the frame ends the segment"
+    );
+    let at = forge_unit_continues(&path);
+    let bytes = std::fs::read(&path).unwrap();
 
     match open_collect(no_sync_fs(), dir.path()) {
         Err(LogError::Corrupted {
