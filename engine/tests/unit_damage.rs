@@ -9,15 +9,14 @@
 use std::path::Path;
 
 use orchestrix::{EventData, ExpectedVersion, Options, Store, StoreError};
+mod common;
+
+use common::segment_files;
 use orchestrix_log::testing::forge_unit_continues;
 use orchestrix_log::LogError;
 
 fn only_segment(dir: &Path) -> std::path::PathBuf {
-    let mut segments: Vec<_> = std::fs::read_dir(dir.join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
+    let mut segments = segment_files(dir);
     assert_eq!(segments.len(), 1);
     segments.pop().unwrap()
 }
@@ -76,12 +75,7 @@ fn verify_finds_a_unit_that_ends_with_its_segment() {
         assert_eq!(store.verify().unwrap(), 4);
         store.close().unwrap();
     }
-    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
+    let segments = segment_files(dir.path());
     assert!(segments.len() >= 2, "{segments:?}");
     let at = forge_unit_continues(&segments[0]);
 

@@ -8,8 +8,12 @@
 //! `verify` must name the frame's segment and offset.
 
 use orchestrix::{EventData, ExpectedVersion, Options, Store, StoreError};
-use orchestrix_log::frame::{decode_frame, encode_unit_frame_with};
+mod common;
+
+use common::segment_files;
+use orchestrix_log::frame::decode_frame;
 use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
+use orchestrix_log::testing::reforge_frame;
 use orchestrix_log::LogError;
 
 #[test]
@@ -37,37 +41,15 @@ fn verify_finds_a_frame_at_the_wrong_position_below_the_checkpoint() {
         assert_eq!(store.verify().unwrap(), 5);
         store.close().unwrap();
     }
-    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("log"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    segments.sort();
+    let segments = segment_files(dir.path());
     assert!(segments.len() >= 2, "{segments:?}");
     let path = segments[0].clone();
 
     // The first frame (position 0), rewritten to say it holds position 1.
-    let mut bytes = std::fs::read(&path).unwrap();
     let at = SEGMENT_HEADER_SIZE;
-    let (h, payload) = decode_frame(&bytes[at..]).unwrap();
+    let (h, _) = decode_frame(&std::fs::read(&path).unwrap()[at..]).unwrap();
     assert_eq!(h.first_position, 0);
-    let len = h.frame_len() as usize;
-    let mut forged = Vec::new();
-    encode_unit_frame_with(
-        &mut forged,
-        h.first_position + 1,
-        h.durable_position,
-        h.event_count,
-        h.continues,
-        |o| {
-            o.extend_from_slice(payload);
-            Ok(())
-        },
-    )
-    .unwrap();
-    assert_eq!(forged.len(), len);
-    bytes[at..at + len].copy_from_slice(&forged);
-    std::fs::write(&path, &bytes).unwrap();
+    reforge_frame(&path, at, 1, h.continues);
 
     let store = Store::open_with(dir.path(), Options::test()).unwrap();
     match store.verify() {

@@ -950,33 +950,45 @@ pub fn last_frame(segment: &[u8]) -> (usize, Vec<u8>) {
     last.expect("a frame")
 }
 
-/// Rewrites the last frame of the segment file at `path`, CRC and all, to say that its unit
-/// goes on in the next frame (what a unit cut at the end of a sealed segment looks like);
-/// returns the frame's offset.
+/// Rewrites the frame at offset `at` of the segment file at `path`, CRC and all, with its
+/// header saying `first_position` and (with `continues`) that its unit goes on in the next
+/// frame: damage that only a check of positions or units can find.
 ///
 /// # Panics
-/// On any I/O error, or when the last frame already says so (a test helper).
-pub fn forge_unit_continues(path: &Path) -> usize {
+/// On any I/O error, or when no whole frame starts at `at` (a test helper).
+pub fn reforge_frame(path: &Path, at: usize, first_position: u64, continues: bool) {
     let mut bytes = std::fs::read(path).expect("read the segment");
-    let (at, frame) = last_frame(&bytes);
-    let (h, payload) = crate::frame::decode_frame(&frame).expect("a whole frame");
-    assert!(!h.continues, "the unit's last frame");
+    let (h, payload) = crate::frame::decode_frame(&bytes[at..]).expect("a whole frame");
+    let len = h.frame_len() as usize;
     let mut forged = Vec::new();
     crate::frame::encode_unit_frame_with(
         &mut forged,
-        h.first_position,
+        first_position,
         h.durable_position,
         h.event_count,
-        true,
+        continues,
         |o| {
             o.extend_from_slice(payload);
             Ok(())
         },
     )
     .expect("encode");
-    assert_eq!(forged.len(), frame.len());
-    bytes[at..at + forged.len()].copy_from_slice(&forged);
+    assert_eq!(forged.len(), len);
+    bytes[at..at + len].copy_from_slice(&forged);
     std::fs::write(path, &bytes).expect("write the segment");
+}
+
+/// Rewrites the last frame of the segment file at `path` to say that its unit goes on in the
+/// next frame (what a unit cut at the end of a sealed segment looks like); returns the
+/// frame's offset.
+///
+/// # Panics
+/// On any I/O error, or when the last frame already says so (a test helper).
+pub fn forge_unit_continues(path: &Path) -> usize {
+    let (at, frame) = last_frame(&std::fs::read(path).expect("read the segment"));
+    let (h, _) = crate::frame::decode_frame(&frame).expect("a whole frame");
+    assert!(!h.continues, "the unit's last frame");
+    reforge_frame(path, at, h.first_position, true);
     at
 }
 

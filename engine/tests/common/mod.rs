@@ -326,3 +326,14 @@ pub fn filled_event(rng: &mut Rng, stream: &str, version: u64) -> EventData {
     data[..tag.len()].copy_from_slice(tag.as_bytes());
     EventData::new("Filled", data)
 }
+
+/// The segment files of the store in `dir`, in log order.
+pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("log"))
+        .expect("the log directory")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
