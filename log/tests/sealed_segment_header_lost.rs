@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use orchestrix_log::segment::SEGMENT_HEADER_SIZE;
-use orchestrix_log::{open, Checkpoint, LogError};
+use orchestrix_log::{Checkpoint, LogError};
 
 #[test]
 fn a_sealed_segment_cut_inside_its_header_is_reported() {
@@ -51,14 +51,7 @@ fn a_sealed_segment_cut_inside_its_header_is_reported() {
     file.set_len(SEGMENT_HEADER_SIZE as u64 / 2).unwrap();
     drop(file);
 
-    let r = open(
-        no_sync_fs(),
-        dir.path(),
-        config(),
-        Some(checkpoint),
-        &mut |_, _, _| Ok(()),
-    );
-    match r {
+    match open_from(dir.path(), checkpoint) {
         Err(LogError::Corrupted {
             segment, offset, ..
         }) => assert_eq!((segment.as_str(), offset), (segments[1].name.as_str(), 0)),

@@ -473,3 +473,17 @@ pub fn fault_workload_ops() -> u64 {
     );
     fs.ops_so_far()
 }
+
+/// Opens the log of `dir` (no fdatasyncs) from `checkpoint`, replaying nothing anywhere.
+pub fn open_from(
+    dir: &Path,
+    checkpoint: orchestrix_log::Checkpoint,
+) -> Result<(LogReader, LogWriter, orchestrix_log::RecoveryReport), LogError> {
+    orchestrix_log::open(
+        no_sync_fs(),
+        dir,
+        config(),
+        Some(checkpoint),
+        &mut |_, _, _| Ok(()),
+    )
+}
