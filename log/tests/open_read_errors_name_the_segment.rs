@@ -10,15 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use orchestrix_log::fs::{StdFs, VFile, Vfs};
+use orchestrix_log::fs::VFile;
 use orchestrix_log::{open, LogError};
 
-/// Fails every read from the `fail_from`-th on (counted over all files).
-struct FailingReads {
-    reads: Arc<AtomicU64>,
-    fail_from: u64,
-}
-
+/// A file whose reads fail from the `fail_from`-th on (counted over all files: `reads`).
 struct FailingFile {
     inner: Arc<dyn VFile>,
     reads: Arc<AtomicU64>,
@@ -46,46 +41,6 @@ impl VFile for FailingFile {
     }
 }
 
-impl FailingReads {
-    fn wrap(&self, f: Arc<dyn VFile>) -> Arc<dyn VFile> {
-        Arc::new(FailingFile {
-            inner: f,
-            reads: self.reads.clone(),
-            fail_from: self.fail_from,
-        })
-    }
-}
-
-impl Vfs for FailingReads {
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(StdFs.open(path)?))
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(StdFs.create_new(path)?))
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        Ok(self.wrap(StdFs.create(path)?))
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        StdFs.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        StdFs.exists(path)
-    }
-}
-
 #[test]
 fn every_read_error_of_open_names_a_segment_file() {
     let template = tempfile::tempdir().unwrap();
@@ -108,9 +63,16 @@ fn every_read_error_of_open_names_a_segment_file() {
     for fail_from in 0..64 {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(template.path(), dir.path());
-        let vfs = Arc::new(FailingReads {
-            reads: Arc::new(AtomicU64::new(0)),
-            fail_from,
+        let reads = Arc::new(AtomicU64::new(0));
+        let vfs = Arc::new(WrappedStdFs {
+            wrap: move |_: &Path, inner: Arc<dyn VFile>| -> Arc<dyn VFile> {
+                Arc::new(FailingFile {
+                    inner,
+                    reads: reads.clone(),
+                    fail_from,
+                })
+            },
+            sync_dirs: true,
         });
         match open(vfs, dir.path(), config(), None, &mut |_, _, _| Ok(())) {
             Err(LogError::Io { path, .. }) => {
