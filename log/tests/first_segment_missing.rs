@@ -15,13 +15,7 @@ use orchestrix_log::{open, Checkpoint, LogError};
 #[test]
 fn a_log_without_its_first_segment_is_corrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opened = open_collect(no_sync_fs(), dir.path()).unwrap();
-    for id in 0.. {
-        if opened.reader.segments().len() == 3 {
-            break;
-        }
-        append_commit(&mut opened.writer, &attempt(id, 2, 40)).unwrap();
-    }
+    let (opened, _) = log_of_segments(dir.path(), 3, |id| attempt(id, 2, 40));
     let segments = opened.reader.segments();
     let next = opened.writer.next_position();
     let last = segments.last().unwrap().clone();

@@ -57,13 +57,7 @@ fn a_whole_frame_at_the_wrong_position_is_reported() {
 #[test]
 fn a_segment_missing_before_an_empty_last_segment_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opened = open_collect(no_sync_fs(), dir.path()).unwrap();
-    for id in 0.. {
-        if opened.reader.segments().len() == 3 {
-            break;
-        }
-        append_commit(&mut opened.writer, &attempt(id, 2, 40)).unwrap();
-    }
+    let (opened, _) = log_of_segments(dir.path(), 3, |id| attempt(id, 2, 40));
     let segments = opened.reader.segments();
     drop(opened);
 

@@ -16,16 +16,7 @@ use orchestrix_log::LogError;
 #[test]
 fn a_sealed_segment_ending_inside_a_unit_is_reported_not_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opened = open_collect(no_sync_fs(), dir.path()).unwrap();
-    let mut attempts = Vec::new();
-    for id in 0.. {
-        if opened.reader.segments().len() == 3 {
-            break;
-        }
-        let a = attempt(id, 1 + (id % 3) as u32, 40);
-        append_commit(&mut opened.writer, &a).unwrap();
-        attempts.push(a);
-    }
+    let (opened, _) = log_of_segments(dir.path(), 3, |id| attempt(id, 1 + (id % 3) as u32, 40));
     let sealed = opened.reader.segments()[0].clone();
     drop(opened);
 

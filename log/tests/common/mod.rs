@@ -487,3 +487,23 @@ pub fn open_from(
         &mut |_, _, _| Ok(()),
     )
 }
+
+/// Opens a new log in `dir` (no fdatasyncs) and appends `attempt(id)` for id 0, 1, ... until
+/// it has `segments` segments; returns the open log and what was appended.
+pub fn log_of_segments(
+    dir: &Path,
+    segments: usize,
+    mut attempt: impl FnMut(u64) -> Attempt,
+) -> (Opened, Vec<Attempt>) {
+    let mut opened = open_collect(no_sync_fs(), dir).expect("open a new log");
+    let mut attempts = Vec::new();
+    for id in 0.. {
+        if opened.reader.segments().len() == segments {
+            break;
+        }
+        let a = attempt(id);
+        append_commit(&mut opened.writer, &a).expect("append");
+        attempts.push(a);
+    }
+    (opened, attempts)
+}
