@@ -9,7 +9,9 @@
 //!
 //! In each round 1 or 4 writer threads append 1-3 events at a time with exact expected
 //! versions until an append fails. Every append begun after one has failed, on any thread,
-//! must fail too (the store is latched), and at least one failure must name the EIO. Then the store is closed, the file
+//! must fail too (the store is latched), and at least one failure must name the I/O error:
+//! EIO, or EROFS or ENOSPC when the EIO hit ext4's journal first (through the index's own
+//! files, say) and ext4 then refused the log's writes. Then the store is closed, the file
 //! system unmounted, the tmpfs grown, `e2fsck` repairs ext4 (its journal was aborted), the
 //! image is mounted again and the store reopened: every acknowledged event must be at its
 //! stream, version and position with its id and data, the acknowledged positions a gapless
@@ -167,9 +169,12 @@ struct WriterLog {
     acked: Vec<Acked>,
     /// Ids of events whose append failed.
     failed_ids: Vec<Uuid>,
-    /// The first of this writer's failures that named the EIO (as an error or, in
-    /// `WriteFailed`, as text).
-    eio: Option<String>,
+    /// The first of this writer's failures that named the I/O error (EIO, or the EROFS or
+    /// ENOSPC with which ext4 answers once its journal has failed), as an error or, in
+    /// `WriteFailed`, as text.
+    cause: Option<String>,
+    /// This writer's first failure, whatever it was.
+    first: Option<String>,
 }
 
 fn writer(store: &Store, w: usize, seed: u64, failed: &AtomicBool) -> WriterLog {
@@ -213,10 +218,13 @@ fn writer(store: &Store, w: usize, seed: u64, failed: &AtomicBool) -> WriterLog 
                 );
                 failed.store(true, Ordering::SeqCst);
                 // The group's other appends get the error as text (`WriteFailed`).
-                if log.eio.is_none()
-                    && (has_os_error(&e, EIO) || chain(&e).contains("(os error 5)"))
-                {
-                    log.eio = Some(chain(&e));
+                let text = chain(&e);
+                let names = [EIO, EROFS, ENOSPC]
+                    .iter()
+                    .any(|&c| has_os_error(&e, c) || text.contains(&format!("(os error {c})")));
+                log.first.get_or_insert_with(|| text.clone());
+                if log.cause.is_none() && names {
+                    log.cause = Some(text);
                 }
                 tries_after += 1;
             }
@@ -250,7 +258,8 @@ fn round(backing_kib: u64, writers: usize, opts: Options, seed: u64) -> String {
     let logs = logs.into_inner().expect("logs");
     // The writers' failures race one another to the flag; the cause must reach at least one
     // (checked at the end, after the recovery checks).
-    let eio = logs.iter().find_map(|l| l.eio.clone());
+    let cause = logs.iter().find_map(|l| l.cause.clone());
+    let firsts: Vec<Option<String>> = logs.iter().map(|l| l.first.clone()).collect();
     let mut acked: Vec<Acked> = logs.iter().flat_map(|l| l.acked.clone()).collect();
     acked.sort_by_key(|a| a.position);
     let failed_ids: HashSet<Uuid> = logs
@@ -292,8 +301,11 @@ fn round(backing_kib: u64, writers: usize, opts: Options, seed: u64) -> String {
             .unwrap_or_else(|e| panic!("{label}: append after repair failed: {e:?}"));
     }
     store.close().expect("close after repair");
-    let Some(first_error) = eio else {
-        panic!("{label}: no failed append names the EIO (the cause is hidden)");
+    let Some(first_error) = cause else {
+        panic!(
+            "{label}: no failed append names the I/O error (the cause is hidden); each writer's \
+             first failure: {firsts:?}"
+        );
     };
     format!(
         "{label}: {} events acknowledged, {} kept of failed appends; error: {first_error}; \
