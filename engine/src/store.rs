@@ -484,15 +484,19 @@ impl Inner {
                     .iter()
                     .any(|s| s.first_position == c.segment)
                 {
-                    return Err(StoreError::Log(LogError::Corrupted {
-                        segment: orchestrix_log::segment::file_name(c.segment),
+                    let segment = FrameLocation {
+                        segment: c.segment,
                         offset: 0,
-                        reason: format!(
+                        len: 0,
+                    };
+                    return Err(corrupted_at(
+                        segment,
+                        format!(
                             "the segment file is missing, and the index has events of stream \
                              number {} in it",
                             c.stream_number
                         ),
-                    }));
+                    ));
                 }
                 let heads = self.heads.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let (_, mut entries) = scan_segment(&self.reader, c.segment, Some(&heads), false)?;

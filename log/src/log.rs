@@ -465,9 +465,8 @@ pub fn open(
                     "the segment file ends there",
                 ));
             }
-            if checkpoint_is_foreign(&handles[i], &cp, end, i == last_index)
-                .map_err(|e| LogError::io(dir.join(&handles[i].name), e))?
-            {
+            let path = dir.join(&handles[i].name);
+            if checkpoint_is_foreign(&handles[i], &path, &cp, end, i == last_index)? {
                 // Not this log's checkpoint (the index of another store or history): scanning
                 // from it would take the middle of a frame for a torn tail and cut
                 // acknowledged events.
@@ -901,30 +900,29 @@ fn create_segment(shared: &Shared, first_position: u64) -> Result<Arc<SegmentHan
     Ok(handle)
 }
 
-/// The end of the data in `file` between `from` and `end`: the offset after its last nonzero
-/// byte, or `from` when it holds only zeros (written ahead of the frames of the active
-/// segment).
-/// Whether `cp` is proven not to be a checkpoint of segment `h` (of `end` bytes). Only when
-/// what lies at its offset is neither the log's end, nor a frame at its position, nor zeros
-/// to the end of the last segment, are the segment's frames read from its start: a checkpoint
-/// is of this log if one ends there at its position. Frames damaged before the offset prove
+/// Whether `cp` is proven not to be a checkpoint of segment `h` (of `end` bytes, at `path`).
+/// Only when what lies at its offset is neither the log's end, nor a frame at its position,
+/// nor zeros to the end of the last segment, are the segment's frames read from its start: a
+/// checkpoint is of this log if one ends there at its position. Frames damaged before the offset prove
 /// nothing (that is the log's damage, reported by the scan as before).
 fn checkpoint_is_foreign(
     h: &SegmentHandle,
+    path: &Path,
     cp: &Checkpoint,
     end: u64,
     is_last: bool,
-) -> std::io::Result<bool> {
-    match FrameCursor::new(h.file.clone(), cp.offset, end).next_item()? {
+) -> Result<bool> {
+    let io = |e| LogError::io(path, e);
+    match FrameCursor::new(h.file.clone(), cp.offset, end)
+        .next_item()
+        .map_err(io)?
+    {
         CursorItem::End => return Ok(false),
         CursorItem::Frame { header, .. } if header.first_position == cp.next_position => {
             return Ok(false)
         }
         CursorItem::Defect { offset, .. }
-            if is_last
-                && data_end(&h.file, Path::new(&h.name), offset, end)
-                    .map_err(std::io::Error::other)?
-                    == offset =>
+            if is_last && data_end(&h.file, path, offset, end)? == offset =>
         {
             return Ok(false)
         }
@@ -935,7 +933,7 @@ fn checkpoint_is_foreign(
     }
     let mut cursor = FrameCursor::new(h.file.clone(), SEGMENT_HEADER_SIZE as u64, end);
     loop {
-        match cursor.next_item()? {
+        match cursor.next_item().map_err(io)? {
             CursorItem::Frame { offset, header, .. } => {
                 let frame_end = offset + header.frame_len();
                 if frame_end == cp.offset {
@@ -950,6 +948,9 @@ fn checkpoint_is_foreign(
     }
 }
 
+/// The end of the data in `file` between `from` and `end`: the offset after its last nonzero
+/// byte, or `from` when it holds only zeros (written ahead of the frames of the active
+/// segment).
 fn data_end(file: &Arc<dyn VFile>, path: &Path, from: u64, end: u64) -> Result<u64> {
     let mut buf = vec![0u8; ZERO_CHECK_CHUNK_BYTES.min(end.saturating_sub(from) as usize)];
     let mut at = from;
